@@ -1,0 +1,126 @@
+"""Checkpoints in Mozilla's layout, written atomically, describing their own model.
+
+``save_dir`` holds ``train-<step>.*`` with the ``checkpoint`` state file (the last ``max_to_keep``),
+``best_dev-<step>.*`` with ``best_dev_checkpoint`` (the best by dev loss), ``model.json`` (features,
+geometry, alphabet) and ``flags.txt``. A checkpoint's data and index files are written before the state file
+is swapped in (write-then-rename), so a run killed mid-write still loads the previous one.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+from .util.log import log
+
+DESCRIPTION = "model.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used with this model; the message says why."""
+
+
+def write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def read_description(checkpoint_dir: str) -> dict | None:
+    path = os.path.join(checkpoint_dir, DESCRIPTION)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _key(variable) -> str:
+    return variable.path.split("/", 1)[-1]  # drop the model's own name
+
+
+class CheckpointStore:
+    """Saves and restores model weights, optimizer state and training counters."""
+
+    def __init__(self, model, optimizer, counters: dict, load_dir: str, save_dir: str,
+                 max_to_keep: int = 5):
+        self.model, self.load_dir, self.save_dir = model, load_dir, save_dir
+        objects = {f"model/{_key(v)}": v for v in model.variables}
+        if optimizer is not None:
+            objects.update({f"optimizer/{v.path}": v for v in optimizer.variables})
+        objects.update({f"counters/{k}": v for k, v in counters.items()})
+        self.checkpoint = tf.train.Checkpoint(**objects)
+        self.max_to_keep = {"last": max(max_to_keep, 1), "best": 1}
+        if save_dir:
+            os.makedirs(save_dir, exist_ok=True)
+
+    @staticmethod
+    def find(directory: str, which: str) -> str | None:
+        """Path of the 'best' or 'last' checkpoint in ``directory``, or None."""
+        state = "best_dev_checkpoint" if which == "best" else "checkpoint"
+        if not directory or not os.path.isdir(directory):
+            return None
+        return tf.train.latest_checkpoint(directory, latest_filename=state)
+
+    def resolve(self, which: str) -> str | None:
+        """Mozilla's --load_train / --load_evaluate: auto tries best, then last."""
+        if which == "init":
+            return None
+        order = {"auto": ("best", "last"), "best": ("best",), "last": ("last",)}[which]
+        for kind in order:
+            path = self.find(self.load_dir, kind)
+            if path:
+                return path
+        if which != "auto":
+            raise CheckpointError(f"no {which} checkpoint in {self.load_dir!r}")
+        return None
+
+    def check_shapes(self, path: str) -> None:
+        """Fail with the name of the first layer whose shape differs from the checkpoint's."""
+        stored = dict(tf.train.list_variables(path))
+        for v in self.model.variables:
+            key = f"model/{_key(v)}"
+            stored_key = key.replace("/", ".S") + "/.ATTRIBUTES/VARIABLE_VALUE"
+            if stored_key not in stored:
+                raise CheckpointError(f"{path}: has no weights for layer variable {_key(v)} "
+                                      f"(a checkpoint of another geometry?)")
+            if list(stored[stored_key]) != list(v.shape):
+                raise CheckpointError(
+                    f"{path}: layer variable {_key(v)} has shape {list(stored[stored_key])} in the "
+                    f"checkpoint but {list(v.shape)} in this model: the checkpoint was made with "
+                    f"another geometry (see {DESCRIPTION} beside it)")
+
+    def restore(self, which: str, with_optimizer: bool = True) -> str | None:
+        path = self.resolve(which)
+        if path is None:
+            return None
+        self.check_shapes(path)
+        status = self.checkpoint.read(path)
+        if with_optimizer:
+            status.assert_existing_objects_matched()
+        else:
+            status.expect_partial()
+        log.info("Loaded checkpoint %s", path)
+        return path
+
+    def save(self, which: str, step: int) -> str:
+        """Write ``train-<step>`` or ``best_dev-<step>``, then point the state file at it."""
+        name, state = ("best_dev", "best_dev_checkpoint") if which == "best" else ("train", "checkpoint")
+        path = self.checkpoint.write(os.path.join(self.save_dir, f"{name}-{step}"))
+        previous = tf.train.get_checkpoint_state(self.save_dir, latest_filename=state)
+        kept = [p for p in (previous.all_model_checkpoint_paths if previous else []) if p != path]
+        kept = kept[-(self.max_to_keep[which] - 1):] if self.max_to_keep[which] > 1 else []
+        tf.compat.v1.train.update_checkpoint_state(
+            self.save_dir, path, all_model_checkpoint_paths=kept + [path], latest_filename=state)
+        for old in set(previous.all_model_checkpoint_paths if previous else []) - set(kept + [path]):
+            for f in tf.io.gfile.glob(f"{old}.*"):
+                tf.io.gfile.remove(f)
+        log.debug("Saved checkpoint %s", path)
+        return path
+
+    def describe(self, description: dict, flags_text: str = "") -> None:
+        """Write model.json (and flags.txt) so the checkpoint can be loaded without the flags."""
+        write_atomic(os.path.join(self.save_dir, DESCRIPTION), json.dumps(description, indent=2))
+        if flags_text:
+            write_atomic(os.path.join(self.save_dir, "flags.txt"), flags_text)

@@ -1,0 +1,205 @@
+"""CSV data sets (Mozilla's ``wav_filename,wav_filesize,transcript``), validation and tf.data batches.
+
+Every row is checked before training starts: a missing or unreadable file, an empty transcript, a
+character outside the alphabet, or a transcript too long for CTC at the model's output rate is
+reported with CSV, line and file, and skipped (or, with ``fail_fast``, raised as ``DataError``).
+"""
+from __future__ import annotations
+
+import collections
+import csv
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from .features import AudioError, FeatureConfig, audio_info, audio_tensor, is_native_wav, spectrogram
+from .util.alphabet import Alphabet
+from .util.log import log
+
+REQUIRED_COLUMNS = ("wav_filename", "transcript")
+
+
+class DataError(ValueError):
+    """A data set problem; the message names the CSV, line and file."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str
+    transcript: str
+    labels: tuple[int, ...]
+    duration: float
+    native_wav: bool
+    where: str  # "train.csv:17" for messages
+
+
+@dataclass(frozen=True)
+class _Row:
+    path: str
+    transcript: str
+    where: str
+
+
+def ctc_frames_needed(labels) -> int:
+    """CTC needs one frame per label plus a blank between each pair of repeated labels."""
+    return len(labels) + sum(1 for a, b in zip(labels, labels[1:]) if a == b)
+
+
+def read_csv_rows(csv_path: str) -> list[_Row]:
+    """Rows of a Mozilla CSV; relative paths resolve against the CSV's folder."""
+    if not os.path.isfile(csv_path):
+        raise DataError(f"{csv_path}: data set CSV not found")
+    base = os.path.dirname(os.path.abspath(csv_path))
+    rows = []
+    with open(csv_path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{csv_path}: missing column(s) {', '.join(missing)} "
+                            f"(expected wav_filename,wav_filesize,transcript)")
+        name = os.path.basename(csv_path)
+        for line, record in enumerate(reader, start=2):
+            path = os.path.join(base, record["wav_filename"] or "")
+            rows.append(_Row(path, (record["transcript"] or "").strip(), f"{name}:{line}"))
+    return rows
+
+
+def _check_row(row: _Row, alphabet: Alphabet, features: FeatureConfig, time_stride: int):
+    """-> (Sample, None) or (None, (reason kind, message))."""
+    if not os.path.isfile(row.path):
+        return None, ("missing file", f"{row.where} ({row.path}): file not found")
+    try:
+        info = audio_info(row.path)
+    except AudioError as err:
+        return None, ("unreadable audio", f"{row.where}: {err}")
+    if info.frames == 0:
+        return None, ("empty audio", f"{row.where} ({row.path}): no audio samples")
+    if not row.transcript:
+        return None, ("empty transcript", f"{row.where} ({row.path}): empty transcript")
+    missing = alphabet.missing(row.transcript)
+    if missing:
+        return None, ("characters outside the alphabet",
+                      f"{row.where} ({row.path}): characters not in the alphabet: {''.join(missing)!r}")
+    labels = tuple(alphabet.encode(row.transcript))
+    samples = int(round(info.frames * features.sample_rate / info.samplerate))
+    frames = features.num_frames(samples)
+    out_frames = -(-frames // time_stride)
+    if ctc_frames_needed(labels) > out_frames:
+        return None, ("transcript too long for its audio",
+                      f"{row.where} ({row.path}): transcript of {len(labels)} characters needs "
+                      f"{ctc_frames_needed(labels)} output frames, the {info.duration:.2f} s clip gives "
+                      f"{out_frames}")
+    return Sample(row.path, row.transcript, labels, samples / features.sample_rate,
+                  is_native_wav(info, features.sample_rate), row.where), None
+
+
+def load_samples(csv_files: list[str], alphabet: Alphabet, features: FeatureConfig, time_stride: int,
+                 limit: int = 0, fail_fast: bool = False, progress: bool = True) -> list[Sample]:
+    """Read and validate CSVs (comma-separated list allowed). Bad rows are reported and skipped."""
+    rows = [row for path in csv_files for row in read_csv_rows(path)]
+    if limit:
+        rows = rows[:limit]
+    label = ",".join(os.path.basename(p) for p in csv_files)
+    samples, problems = [], collections.Counter()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = pool.map(lambda r: _check_row(r, alphabet, features, time_stride), rows)
+        for sample, problem in tqdm(results, total=len(rows), desc=f"Checking {label}",
+                                    disable=not progress, unit=" rows", leave=False):
+            if problem is None:
+                samples.append(sample)
+                continue
+            if fail_fast:
+                raise DataError(problem[1])
+            problems[problem[0]] += 1
+            log.warning("skipping %s", problem[1])
+    if problems:
+        summary = ", ".join(f"{n} {kind}" for kind, n in problems.most_common())
+        log.warning("%s: skipped %d of %d rows: %s", label, sum(problems.values()), len(rows), summary)
+    if not samples:
+        raise DataError(f"{label}: no usable samples")
+    if not all(s.native_wav for s in samples):
+        log.warning("%s: %d files are not 16-bit WAV at %d Hz; they are decoded and resampled on the fly",
+                    label, sum(not s.native_wav for s in samples), features.sample_rate)
+    hours = sum(s.duration for s in samples) / 3600
+    log.info("%s: %d samples, %.2f hours", label, len(samples), hours)
+    return samples
+
+
+def batch_order(samples: list[Sample], batch_size: int, epoch: int, sortagrad: bool, seed: int,
+                drop_remainder: bool) -> np.ndarray:
+    """The epoch's sample order, whose consecutive runs of ``batch_size`` form the batches.
+
+    Batches group samples of similar length so padding stays low. SortaGrad: the first epoch runs
+    in increasing length; later epochs shuffle the batches (and jitter which samples share one).
+    """
+    durations = np.array([s.duration for s in samples])
+    rng = np.random.default_rng([seed, epoch])
+    if sortagrad and epoch == 0:
+        order = np.argsort(durations, kind="stable")
+    else:
+        jitter = rng.uniform(0.9, 1.1, len(durations))
+        order = np.argsort(durations * jitter, kind="stable")
+    n_batches = len(order) // batch_size if drop_remainder else -(-len(order) // batch_size)
+    batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
+    if not (sortagrad and epoch == 0):
+        rng.shuffle(batches)
+    return np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
+
+
+def padding_efficiency(samples: list[Sample], order: np.ndarray, batch_size: int) -> float:
+    """Real frames / padded frames over the batches of ``order``."""
+    durations = np.array([samples[i].duration for i in order])
+    real = padded = 0.0
+    for i in range(0, len(durations), batch_size):
+        chunk = durations[i:i + batch_size]
+        real += chunk.sum()
+        padded += chunk.max() * len(chunk)
+    return real / padded if padded else 1.0
+
+
+def make_dataset(samples: list[Sample], order: np.ndarray, features: FeatureConfig, batch_size: int,
+                 drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batches ((features [B,T,F], lengths [B]), (labels [B,L], label lengths [B]), indices [B]).
+
+    Decoding and featurization run in parallel; batches are prefetched.
+    """
+    order = np.asarray(order, dtype=np.int64)
+    paths = tf.constant([samples[i].path for i in order])
+    native = tf.constant([samples[i].native_wav for i in order])
+    labels = tf.ragged.constant([list(samples[i].labels) for i in order], dtype=tf.int32,
+                                row_splits_dtype=tf.int64) if len(order) else None
+    ds = tf.data.Dataset.from_tensor_slices((paths, native, labels, tf.constant(order)))
+
+    def featurize(path, native_wav, label, index):
+        spec = spectrogram(audio_tensor(path, native_wav, features), features)
+        return spec, tf.shape(spec)[0], label, tf.shape(label)[0], index
+
+    ds = ds.map(featurize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.padded_batch(batch_size, drop_remainder=drop_remainder,
+                         padded_shapes=([None, features.n_features], [], [None], [], []))
+    ds = ds.map(lambda x, xl, y, yl, i: ((x, xl), (y, yl), i))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def feature_statistics(samples: list[Sample], features: FeatureConfig, max_samples: int = 2000,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bin mean and standard deviation of the features over (a sample of) the training set."""
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(samples))[:max_samples]
+    total = np.zeros(features.n_features, np.float64)
+    total_sq = np.zeros(features.n_features, np.float64)
+    count = 0
+    for (x, lengths), _, _ in make_dataset(samples, np.sort(pick), features, batch_size=32):
+        mask = tf.sequence_mask(lengths, tf.shape(x)[1], dtype=x.dtype)[:, :, None]
+        total += tf.reduce_sum(x * mask, axis=[0, 1]).numpy()
+        total_sq += tf.reduce_sum(tf.square(x) * mask, axis=[0, 1]).numpy()
+        count += int(tf.reduce_sum(lengths))
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+    return mean.astype(np.float32), std.astype(np.float32)

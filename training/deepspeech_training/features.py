@@ -1,0 +1,111 @@
+"""Audio loading and the model's input features (log power spectrogram, the paper's input).
+
+The feature parameters live in ``FeatureConfig``, which is saved with every checkpoint and export so
+that evaluation and inference compute exactly what training did.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile
+import tensorflow as tf
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    sample_rate: int = 16000
+    win_len_ms: int = 20
+    win_step_ms: int = 10
+    kind: str = "log_spectrogram"
+    normalization: str = "per_bin_training_set"  # mean/std per bin, measured on training data
+
+    def __post_init__(self):
+        for name in ("win_len_ms", "win_step_ms"):
+            if (getattr(self, name) * self.sample_rate) % 1000:
+                raise ValueError(f"--feature_{name[:-3]} of {getattr(self, name)} ms is not a whole "
+                                 f"number of samples at {self.sample_rate} Hz")
+
+    @property
+    def frame_length(self) -> int:
+        return self.win_len_ms * self.sample_rate // 1000
+
+    @property
+    def frame_step(self) -> int:
+        return self.win_step_ms * self.sample_rate // 1000
+
+    @property
+    def n_features(self) -> int:
+        return self.frame_length // 2 + 1
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames produced for a clip of ``num_samples`` samples (at least one)."""
+        return max(1, 1 + (num_samples - self.frame_length) // self.frame_step)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def spectrogram(audio: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
+    """float32 waveform [N] in [-1, 1] -> log power spectrogram [T, F] (Hann window, F = len/2+1)."""
+    short = config.frame_length - tf.shape(audio)[0]
+    audio = tf.pad(audio, [[0, tf.maximum(short, 0)]])  # a clip shorter than one window: one frame
+    stft = tf.signal.stft(audio, config.frame_length, config.frame_step,
+                          fft_length=config.frame_length, pad_end=False)
+    power = tf.math.real(stft) ** 2 + tf.math.imag(stft) ** 2
+    return tf.math.log(power + 1e-10)
+
+
+def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Band-limited (FFT) resampling of a whole clip."""
+    if source_rate == target_rate:
+        return audio
+    n_out = int(round(len(audio) * target_rate / source_rate))
+    spectrum = np.fft.rfft(audio)
+    keep = n_out // 2 + 1
+    out = np.zeros(keep, dtype=spectrum.dtype)
+    n = min(keep, len(spectrum))
+    out[:n] = spectrum[:n]
+    return (np.fft.irfft(out, n_out) * (n_out / len(audio))).astype(np.float32)
+
+
+def load_audio(path: str, sample_rate: int) -> np.ndarray:
+    """Any format libsndfile reads -> mono float32 at ``sample_rate``."""
+    try:
+        audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile raises several types for unreadable files
+        raise AudioError(f"{path}: cannot read audio ({err})") from err
+    if audio.shape[0] == 0:
+        raise AudioError(f"{path}: no audio samples")
+    return resample(audio.mean(axis=1), rate, sample_rate)
+
+
+def audio_info(path: str) -> soundfile._SoundFileInfo:
+    try:
+        return soundfile.info(path)
+    except Exception as err:
+        raise AudioError(f"{path}: not a readable audio file ({err})") from err
+
+
+def is_native_wav(info, sample_rate: int) -> bool:
+    """True when TensorFlow's own WAV decoder can read the file as-is (no resampling needed)."""
+    return info.format == "WAV" and info.subtype == "PCM_16" and info.samplerate == sample_rate
+
+
+def audio_tensor(path: tf.Tensor, native_wav: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
+    """Decode inside tf.data: TF's WAV decoder for 16-bit WAV at the model rate, else libsndfile."""
+    def native():
+        wav = tf.audio.decode_wav(tf.io.read_file(path), desired_channels=-1)
+        return tf.reduce_mean(wav.audio, axis=1)
+
+    def other():
+        return tf.numpy_function(lambda p: load_audio(p.decode(), config.sample_rate),
+                                 [path], tf.float32, stateful=False)
+
+    audio = tf.cond(native_wav, native, other)
+    return tf.ensure_shape(audio, [None])

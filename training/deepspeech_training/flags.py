@@ -1,0 +1,159 @@
+"""absl flags with Mozilla DeepSpeech 0.9 names; read only by entry points and turned into configs."""
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from .features import FeatureConfig
+from .model import ConvSpec, ModelConfig
+from .train import TrainConfig
+
+FLAGS = flags.FLAGS
+
+
+def _default_dir(kind: str) -> str:
+    base = os.environ.get("XDG_DATA_HOME", os.path.expanduser("~/.local/share"))
+    return os.path.join(base, "deepspeech", kind)
+
+
+def define_flags() -> None:
+    f = flags
+    # Data
+    f.DEFINE_string("train_files", "", "comma-separated list of CSV files to train on (merged)")
+    f.DEFINE_string("dev_files", "", "comma-separated list of CSV files to validate on after each epoch "
+                    "(each reported separately)")
+    f.DEFINE_string("test_files", "", "comma-separated list of CSV files to test on after training")
+    f.DEFINE_integer("limit_train", 0, "maximum number of training samples (0 = all)")
+    f.DEFINE_integer("limit_dev", 0, "maximum number of dev samples per file list (0 = all)")
+    f.DEFINE_integer("limit_test", 0, "maximum number of test samples (0 = all)")
+    f.DEFINE_boolean("skip_bad_samples", True, "report and skip CSV rows that cannot be used (missing or "
+                     "unreadable audio, empty or out-of-alphabet transcript, transcript too long for the "
+                     "audio); --noskip_bad_samples stops at the first one instead")
+    # Features
+    f.DEFINE_integer("audio_sample_rate", 16000, "sample rate the model works at; other rates are resampled")
+    f.DEFINE_integer("feature_win_len", 20, "spectrogram window length in milliseconds (the paper's 20 ms)")
+    f.DEFINE_integer("feature_win_step", 10, "spectrogram window step in milliseconds")
+    # Geometry
+    f.DEFINE_integer("n_hidden", 256, "units of each recurrent layer (per direction) and of the fully "
+                     "connected layer")
+    f.DEFINE_enum("conv_type", "2d", ["1d", "2d"], "convolutions over time x frequency (2d) or time (1d)")
+    f.DEFINE_string("conv_layers", "32:11x41:2x2,32:11x21:1x2",
+                    "1-3 convolution layers, comma-separated FILTERS:KTIMExKFREQ:STIMExSFREQ "
+                    "(for 1d: FILTERS:KTIME:STIME); the time strides set the output frame rate")
+    f.DEFINE_enum("rnn_type", "gru", ["gru", "lstm", "rnn"], "recurrent cell (rnn: clipped-ReLU simple RNN)")
+    f.DEFINE_integer("rnn_layers", 3, "number of recurrent layers")
+    f.DEFINE_boolean("bidirectional", True, "bidirectional recurrent layers (--nobidirectional for "
+                     "streaming models)")
+    f.DEFINE_integer("lookahead", 0, "lookahead (row) convolution context tau in output frames above "
+                     "a unidirectional stack; 0 = none (the paper uses 80 at 20 ms frames)")
+    f.DEFINE_float("dropout_rate", 0.05, "dropout rate after recurrent and fully connected layers")
+    f.DEFINE_float("relu_clip", 20.0, "clipped ReLU ceiling: min(max(x, 0), relu_clip)")
+    # Optimisation
+    f.DEFINE_integer("epochs", 75, "how many epochs (complete runs through the training data) to train")
+    f.DEFINE_integer("train_batch_size", 1, "number of samples per device in a training batch")
+    f.DEFINE_integer("dev_batch_size", 1, "number of samples per device in a validation batch")
+    f.DEFINE_integer("test_batch_size", 1, "number of samples per device in a test batch")
+    f.DEFINE_enum("optimizer", "adam", ["adam", "sgd"], "adam (Mozilla's) or sgd (the paper's SGD with "
+                  "Nesterov momentum)")
+    f.DEFINE_float("learning_rate", 0.001, "learning rate")
+    f.DEFINE_float("beta1", 0.9, "Adam beta 1")
+    f.DEFINE_float("beta2", 0.999, "Adam beta 2")
+    f.DEFINE_float("epsilon", 1e-8, "Adam epsilon")
+    f.DEFINE_float("momentum", 0.99, "SGD Nesterov momentum")
+    f.DEFINE_float("lr_anneal", 1.0, "divide the learning rate by this after every epoch (the paper "
+                   "anneals by 1.2; 1 = constant)")
+    f.DEFINE_float("clip_norm", 400.0, "clip gradients to this global norm (0 = no clipping)")
+    f.DEFINE_boolean("sortagrad", True, "SortaGrad: the first epoch in order of increasing length")
+    f.DEFINE_integer("random_seed", 4568, "seed for weight initialization and data order")
+    f.DEFINE_boolean("force_initialize_learning_rate", False, "on resume, use --learning_rate instead of "
+                     "the rate stored in the checkpoint")
+    f.DEFINE_boolean("early_stop", False, "stop when the dev loss has not improved for --es_epochs epochs")
+    f.DEFINE_integer("es_epochs", 25, "epochs without dev-loss improvement before an early stop")
+    f.DEFINE_float("es_min_delta", 0.05, "the smallest dev-loss decrease that counts as an improvement")
+    f.DEFINE_boolean("reduce_lr_on_plateau", False, "on a dev-loss plateau, reload the best checkpoint and "
+                     "lower the learning rate")
+    f.DEFINE_integer("plateau_epochs", 10, "epochs without improvement that make a plateau")
+    f.DEFINE_float("plateau_reduction", 0.1, "learning-rate multiplier on a plateau")
+    f.DEFINE_boolean("automatic_mixed_precision", False, "train in float16 with dynamic loss scaling "
+                     "(Keras mixed precision)")
+    f.DEFINE_integer("cpu_devices", 1, "split the CPU into this many logical devices and train on all of "
+                     "them with MirroredStrategy (tests and CPU clusters; GPUs are used automatically)")
+    # Checkpoints
+    f.DEFINE_string("checkpoint_dir", "", "directory to load and save checkpoints in (default: "
+                    "~/.local/share/deepspeech/checkpoints)")
+    f.DEFINE_string("load_checkpoint_dir", "", "directory to load checkpoints from (default: "
+                    "--checkpoint_dir)")
+    f.DEFINE_string("save_checkpoint_dir", "", "directory to save checkpoints to (default: "
+                    "--checkpoint_dir)")
+    f.DEFINE_enum("load_train", "auto", ["auto", "best", "last", "init"], "what to start training from: "
+                  "auto tries best, then last, then a fresh model (init)")
+    f.DEFINE_enum("load_evaluate", "auto", ["auto", "best", "last"], "what to test and infer with: "
+                  "auto tries best, then last")
+    f.DEFINE_integer("checkpoint_secs", 600, "save a checkpoint this often (seconds) within an epoch; one is "
+                     "always saved at the end of an epoch")
+    f.DEFINE_integer("max_to_keep", 5, "number of train-<step> checkpoints to keep")
+    # Output and reporting
+    f.DEFINE_string("alphabet_config_path", "data/alphabet.txt", "path to the alphabet file (Mozilla "
+                    "format; bin/build_alphabet.py makes one from CSVs)")
+    f.DEFINE_integer("report_count", 5, "number of best, median and worst samples in the test report")
+    f.DEFINE_string("test_output_file", "", "write every test sample's result to this JSON file")
+    f.DEFINE_string("summary_dir", "", "TensorBoard summaries (default: ~/.local/share/deepspeech/summaries)")
+    f.DEFINE_boolean("show_progressbar", True, "show progress bars for training and evaluation")
+    f.DEFINE_integer("log_level", 1, "log level: 0 DEBUG, 1 INFO, 2 WARNING, 3 ERROR")
+    f.DEFINE_string("one_shot_infer", "", "an audio file to transcribe with the checkpoint, printing the "
+                    "transcript (no training)")
+
+
+def parse_conv_layers(spec: str, conv_type: str) -> tuple[ConvSpec, ...]:
+    layers = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        try:
+            parts = item.split(":")
+            filters = int(parts[0])
+            kernel = [int(v) for v in parts[1].split("x")]
+            stride = [int(v) for v in parts[2].split("x")]
+            if conv_type == "1d":
+                kernel, stride = kernel[:1] + [1], stride[:1] + [1]
+            if len(kernel) != 2 or len(stride) != 2:
+                raise ValueError
+        except (ValueError, IndexError):
+            raise ValueError(f"--conv_layers: cannot read {item!r}; expected FILTERS:KTxKF:STxSF "
+                             f"(e.g. 32:11x41:2x2) or, for 1d, FILTERS:KT:ST") from None
+        layers.append(ConvSpec(filters, tuple(kernel), tuple(stride)))
+    return tuple(layers)
+
+
+def checkpoint_dirs() -> tuple[str, str]:
+    base = FLAGS.checkpoint_dir or _default_dir("checkpoints")
+    return FLAGS.load_checkpoint_dir or base, FLAGS.save_checkpoint_dir or base
+
+
+def feature_config() -> FeatureConfig:
+    return FeatureConfig(sample_rate=FLAGS.audio_sample_rate, win_len_ms=FLAGS.feature_win_len,
+                         win_step_ms=FLAGS.feature_win_step)
+
+
+def model_config(n_features: int, num_classes: int) -> ModelConfig:
+    cfg = ModelConfig(
+        n_features=n_features, num_classes=num_classes,
+        conv=parse_conv_layers(FLAGS.conv_layers, FLAGS.conv_type), conv_type=FLAGS.conv_type,
+        rnn_type=FLAGS.rnn_type, rnn_layers=FLAGS.rnn_layers, rnn_units=FLAGS.n_hidden,
+        bidirectional=FLAGS.bidirectional, lookahead=FLAGS.lookahead, fc_units=FLAGS.n_hidden,
+        dropout=FLAGS.dropout_rate, relu_clip=FLAGS.relu_clip)
+    cfg.validate()
+    return cfg
+
+
+def train_config() -> TrainConfig:
+    return TrainConfig(
+        epochs=FLAGS.epochs, batch_size=FLAGS.train_batch_size, dev_batch_size=FLAGS.dev_batch_size,
+        optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate, beta1=FLAGS.beta1,
+        beta2=FLAGS.beta2, epsilon=FLAGS.epsilon, momentum=FLAGS.momentum, lr_anneal=FLAGS.lr_anneal,
+        clip_norm=FLAGS.clip_norm, sortagrad=FLAGS.sortagrad, random_seed=FLAGS.random_seed,
+        load_train=FLAGS.load_train, force_initialize_learning_rate=FLAGS.force_initialize_learning_rate,
+        checkpoint_secs=FLAGS.checkpoint_secs, early_stop=FLAGS.early_stop, es_epochs=FLAGS.es_epochs,
+        es_min_delta=FLAGS.es_min_delta, reduce_lr_on_plateau=FLAGS.reduce_lr_on_plateau,
+        plateau_epochs=FLAGS.plateau_epochs, plateau_reduction=FLAGS.plateau_reduction,
+        mixed_precision=FLAGS.automatic_mixed_precision, show_progressbar=FLAGS.show_progressbar,
+        summary_dir=FLAGS.summary_dir or _default_dir("summaries"))

@@ -1,0 +1,327 @@
+"""Deep Speech 2 (Amodei et al., 2016) as Keras 3 layers.
+
+features [B, T, F] --FeatureNormalization--> ConvBlock x1..3 --> RecurrentLayer xN
+         --> Lookahead (optional) --> Dense + clipped ReLU --> Dense logits [B, T', alphabet + 1]
+
+The CTC blank is the last class, as in Mozilla DeepSpeech. Every layer takes a boolean frame mask
+so that padding never enters BatchNorm statistics or the backward recurrence.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+from keras import layers, ops
+
+PACKAGE = "deepspeech"
+
+
+def clipped_relu(x, clip: float = 20.0):
+    """The paper's activation: min(max(x, 0), 20)."""
+    return ops.minimum(ops.maximum(x, 0.0), clip)
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    filters: int
+    kernel: tuple[int, int]  # (time, frequency); frequency ignored for 1D convolutions
+    stride: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model's geometry; saved with every checkpoint and export."""
+
+    n_features: int
+    num_classes: int  # alphabet size + 1 (blank, last)
+    conv: tuple[ConvSpec, ...] = (
+        ConvSpec(32, (11, 41), (2, 2)),
+        ConvSpec(32, (11, 21), (1, 2)),
+    )
+    conv_type: str = "2d"
+    rnn_type: str = "gru"
+    rnn_layers: int = 3
+    rnn_units: int = 256
+    bidirectional: bool = True
+    lookahead: int = 0  # row-convolution context tau in output frames; 0 = none
+    fc_units: int = 256
+    dropout: float = 0.05
+    relu_clip: float = 20.0
+
+    @property
+    def time_stride(self) -> int:
+        stride = 1
+        for spec in self.conv:
+            stride *= spec.stride[0]
+        return stride
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        d["conv"] = tuple(
+            ConvSpec(c["filters"], tuple(c["kernel"]), tuple(c["stride"])) for c in d["conv"]
+        )
+        return cls(**d)
+
+    def validate(self) -> None:
+        if not 1 <= len(self.conv) <= 3:
+            raise ValueError(f"1 to 3 convolution layers are supported, got {len(self.conv)}")
+        if self.conv_type not in ("1d", "2d"):
+            raise ValueError(f"conv_type must be 1d or 2d, got {self.conv_type!r}")
+        if self.rnn_type not in RecurrentLayer.GATES:
+            raise ValueError(f"rnn_type must be one of {sorted(RecurrentLayer.GATES)}, got {self.rnn_type!r}")
+        if self.rnn_layers < 1 or self.rnn_units < 1:
+            raise ValueError("rnn_layers and rnn_units must be positive")
+        if self.lookahead and self.bidirectional:
+            raise ValueError("lookahead convolution is for unidirectional (streaming) models")
+
+
+def output_lengths(lengths, config: ModelConfig):
+    """Frames after the convolutions ('same' padding: ceil(len / stride) per layer)."""
+    for spec in config.conv:
+        lengths = (lengths + spec.stride[0] - 1) // spec.stride[0]
+    return lengths
+
+
+def _frame_mask(lengths, max_len):
+    return tf.sequence_mask(lengths, max_len)
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class FeatureNormalization(layers.Layer):
+    """Per-bin mean/variance normalization with statistics measured on the training set."""
+
+    def build(self, input_shape):
+        n = input_shape[-1]
+        self.mean = self.add_weight(name="mean", shape=(n,), initializer="zeros", trainable=False)
+        self.std = self.add_weight(name="std", shape=(n,), initializer="ones", trainable=False)
+
+    def set_statistics(self, mean, std):
+        self.mean.assign(tf.cast(mean, self.mean.dtype))
+        self.std.assign(tf.maximum(tf.cast(std, self.std.dtype), 1e-3))
+
+    def call(self, x):
+        return (x - ops.cast(self.mean, x.dtype)) / ops.cast(self.std, x.dtype)
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class MaskedBatchNorm(layers.Layer):
+    """Sequence-wise BatchNorm: moments over batch and valid time steps, per last-axis feature.
+
+    Statistics are computed in float32 (also under mixed precision); running averages serve inference.
+    """
+
+    def __init__(self, momentum=0.99, epsilon=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = momentum
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        n = input_shape[-1]
+        self.gamma = self.add_weight(name="gamma", shape=(n,), initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=(n,), initializer="zeros")
+        stat = dict(shape=(n,), trainable=False, autocast=False, aggregation="mean")
+        self.moving_mean = self.add_weight(name="moving_mean", initializer="zeros", **stat)
+        self.moving_variance = self.add_weight(name="moving_variance", initializer="ones", **stat)
+
+    def call(self, x, frame_mask, training=False):
+        x32 = ops.cast(x, "float32")
+        if training:
+            axes = list(range(len(x.shape) - 1))
+            m = ops.cast(frame_mask, "float32")
+            m = ops.reshape(m, ops.shape(m) + (1,) * (len(x.shape) - 2))
+            count = ops.maximum(ops.sum(m * ops.ones_like(x32), axis=axes), 1.0)
+            mean = ops.sum(x32 * m, axis=axes) / count
+            var = ops.sum(ops.square(x32 - mean) * m, axis=axes) / count
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1 - self.momentum))
+            self.moving_variance.assign(
+                self.moving_variance * self.momentum + var * (1 - self.momentum)
+            )
+        else:
+            mean, var = self.moving_mean, self.moving_variance
+        gamma = ops.cast(self.gamma, "float32")
+        beta = ops.cast(self.beta, "float32")
+        y = (x32 - mean) * ops.rsqrt(var + self.epsilon) * gamma + beta
+        return ops.cast(y, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class ConvBlock(layers.Layer):
+    """Convolution (2D over time x frequency, or 1D over time) + BatchNorm + clipped ReLU."""
+
+    def __init__(self, filters, kernel, stride, conv_type="2d", relu_clip=20.0, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel, self.stride = filters, tuple(kernel), tuple(stride)
+        self.conv_type, self.relu_clip = conv_type, relu_clip
+        if conv_type == "2d":
+            self.conv = layers.Conv2D(filters, self.kernel, self.stride, padding="same",
+                                      use_bias=False, name="conv")
+        else:
+            self.conv = layers.Conv1D(filters, self.kernel[0], self.stride[0], padding="same",
+                                      use_bias=False, name="conv")
+        self.bn = MaskedBatchNorm(name="bn")
+
+    def call(self, x, lengths, training=False):
+        y = self.conv(x)
+        lengths = (lengths + self.stride[0] - 1) // self.stride[0]
+        mask = _frame_mask(lengths, ops.shape(y)[1])
+        y = clipped_relu(self.bn(y, mask, training=training), self.relu_clip)
+        y = y * ops.cast(ops.reshape(mask, ops.shape(mask) + (1,) * (len(y.shape) - 2)), y.dtype)
+        return y, lengths
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel": self.kernel,
+                "stride": self.stride, "conv_type": self.conv_type, "relu_clip": self.relu_clip}
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class RecurrentLayer(layers.Layer):
+    """GRU, LSTM or simple (clipped-ReLU) RNN, uni- or bidirectional, with sequence-wise BatchNorm.
+
+    As in the paper, BatchNorm acts on the input-to-hidden path only: BN(W x_t) is computed for all
+    time steps in one matrix product, so the loop does just the recurrent product U h_{t-1}. Both
+    directions run in the same loop (a batched matmul over the direction axis).
+    """
+
+    GATES = {"gru": 3, "lstm": 4, "rnn": 1}
+
+    def __init__(self, units, rnn_type="gru", bidirectional=True, relu_clip=20.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.rnn_type = units, rnn_type
+        self.bidirectional, self.relu_clip = bidirectional, relu_clip
+        self.directions = 2 if bidirectional else 1
+        self.gates = self.GATES[rnn_type]
+        self.bn = MaskedBatchNorm(name="bn")
+
+    def build(self, input_shape):
+        n, g, u = self.directions, self.gates, self.units
+        self.input_kernel = self.add_weight(
+            name="input_kernel", shape=(input_shape[-1], n * g * u), initializer="glorot_uniform")
+        self.recurrent_kernel = self.add_weight(
+            name="recurrent_kernel", shape=(n, u, g * u), initializer="orthogonal")
+        bias_init = "zeros"
+        if self.rnn_type == "lstm":  # forget-gate bias 1 (i, f, g, o order)
+            bias_init = keras.initializers.Constant([0.0] * u + [1.0] * u + [0.0] * (2 * u))
+        self.recurrent_bias = self.add_weight(
+            name="recurrent_bias", shape=(n, g * u), initializer=bias_init)
+
+    def _step(self, state, x_t):
+        h = state[0] if self.rnn_type == "lstm" else state
+        hh = tf.matmul(h, self.recurrent_kernel) + self.recurrent_bias[:, None, :]
+        if self.rnn_type == "gru":  # reset gate after the product (cuDNN's formulation)
+            xz, xr, xn = tf.split(x_t, 3, axis=-1)
+            hz, hr, hn = tf.split(hh, 3, axis=-1)
+            z = tf.sigmoid(xz + hz)
+            r = tf.sigmoid(xr + hr)
+            return z * h + (1.0 - z) * tf.tanh(xn + r * hn)
+        if self.rnn_type == "lstm":
+            i, f, g, o = tf.split(x_t + hh, 4, axis=-1)
+            c = tf.sigmoid(f) * state[1] + tf.sigmoid(i) * tf.tanh(g)
+            return tf.stack([tf.sigmoid(o) * tf.tanh(c), c])
+        return clipped_relu(x_t + hh, self.relu_clip)
+
+    def call(self, x, lengths, training=False, initial_state=None):
+        n, g, u = self.directions, self.gates, self.units
+        batch, steps = ops.shape(x)[0], ops.shape(x)[1]
+        mask = _frame_mask(lengths, steps)
+        xp = self.bn(tf.matmul(x, ops.cast(self.input_kernel, x.dtype)), mask, training=training)
+        xp = tf.reshape(xp, [batch, steps, n, g * u])
+        if self.bidirectional:  # the backward direction reads each sequence from its own end
+            fwd, bwd = xp[:, :, 0], tf.reverse_sequence(xp[:, :, 1], lengths, seq_axis=1, batch_axis=0)
+            xp = tf.stack([fwd, bwd], axis=2)
+        xs = tf.transpose(xp, [1, 2, 0, 3])  # [T, n, B, g*u]
+        if initial_state is None:
+            zeros = tf.zeros([n, batch, u], dtype=x.dtype)
+            initial_state = tf.stack([zeros, zeros]) if self.rnn_type == "lstm" else zeros
+        states = tf.scan(self._step, xs, initializer=initial_state)
+        hs = states[:, 0] if self.rnn_type == "lstm" else states  # [T, n, B, u]
+        hs = tf.transpose(hs, [2, 0, 1, 3])  # [B, T, n, u]
+        if self.bidirectional:
+            hs = tf.concat([hs[:, :, 0], tf.reverse_sequence(hs[:, :, 1], lengths, 1, 0)], axis=-1)
+        else:
+            hs = hs[:, :, 0]
+        return hs * ops.cast(mask[:, :, None], hs.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "rnn_type": self.rnn_type,
+                "bidirectional": self.bidirectional, "relu_clip": self.relu_clip}
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class Lookahead(layers.Layer):
+    """Row convolution: out[t, d] = sum_{j=0..tau} W[j, d] * x[t + j, d] (future context only)."""
+
+    def __init__(self, context, **kwargs):
+        super().__init__(**kwargs)
+        self.context = context
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(self.context + 1, input_shape[-1]),
+                                      initializer="glorot_uniform")
+
+    def call(self, x):
+        padded = ops.pad(x, [[0, 0], [0, self.context], [0, 0]])
+        kernel = ops.cast(self.kernel, x.dtype)[:, :, None]
+        return ops.depthwise_conv(padded, kernel, strides=1, padding="valid")
+
+    def get_config(self):
+        return {**super().get_config(), "context": self.context}
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class DeepSpeech2(keras.Model):
+    """The full acoustic model: (features, lengths) -> (logits, output lengths)."""
+
+    def __init__(self, config: dict | ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.model_config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
+        cfg = self.model_config
+        cfg.validate()
+        self.normalization = FeatureNormalization(name="normalization")
+        self.convs = [ConvBlock(s.filters, s.kernel, s.stride, cfg.conv_type, cfg.relu_clip,
+                                name=f"conv_{i + 1}") for i, s in enumerate(cfg.conv)]
+        self.rnns = [RecurrentLayer(cfg.rnn_units, cfg.rnn_type, cfg.bidirectional, cfg.relu_clip,
+                                    name=f"rnn_{i + 1}") for i in range(cfg.rnn_layers)]
+        self.lookahead = Lookahead(cfg.lookahead, name="lookahead") if cfg.lookahead else None
+        self.fc = layers.Dense(cfg.fc_units, name="fc")
+        self.dropout = layers.Dropout(cfg.dropout)
+        self.logits = layers.Dense(cfg.num_classes, dtype="float32", name="logits")
+
+    def call(self, inputs, training=False):
+        features, lengths = inputs
+        x = self.normalization(features)
+        if self.model_config.conv_type == "2d":
+            x = x[..., None]
+        for conv in self.convs:
+            x, lengths = conv(x, lengths, training=training)
+        if self.model_config.conv_type == "2d":  # [B, T, F, C] -> [B, T, F*C]
+            shape = ops.shape(x)
+            x = ops.reshape(x, (shape[0], shape[1], x.shape[2] * x.shape[3]))
+        for rnn in self.rnns:
+            x = self.dropout(rnn(x, lengths, training=training), training=training)
+        if self.lookahead is not None:
+            x = self.lookahead(x)
+        x = self.dropout(clipped_relu(self.fc(x), self.model_config.relu_clip), training=training)
+        return self.logits(x), lengths
+
+    def build_for(self, batch=1, steps=64):
+        """Create all weights by running a dummy batch."""
+        features = tf.zeros([batch, steps, self.model_config.n_features])
+        self((features, tf.fill([batch], steps)), training=False)
+        return self
+
+    def get_config(self):
+        return {**super().get_config(), "config": json.loads(self.model_config.to_json())}
+
+    def summary_line(self) -> str:
+        params = sum(int(tf.size(v)) for v in self.trainable_variables)
+        return f"Deep Speech 2: {params:,} trainable parameters"

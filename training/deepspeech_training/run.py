@@ -1,0 +1,125 @@
+"""The trainer's entry point (``DeepSpeech.py``): train, test and one-shot inference."""
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app  # noqa: E402
+
+from . import __version__  # noqa: E402
+from . import evaluate as ev  # noqa: E402
+from .checkpoint import CheckpointError, CheckpointStore, read_description  # noqa: E402
+from .data import DataError, load_samples  # noqa: E402
+from .distribute import make_strategy  # noqa: E402
+from .features import AudioError, FeatureConfig, load_audio, spectrogram  # noqa: E402
+from .flags import FLAGS, checkpoint_dirs, define_flags, feature_config, model_config, train_config  # noqa: E402
+from .model import DeepSpeech2, ModelConfig  # noqa: E402
+from .train import Trainer  # noqa: E402
+from .util.alphabet import Alphabet, AlphabetError  # noqa: E402
+from .util.log import log, setup_logging  # noqa: E402
+
+USER_ERRORS = (DataError, AudioError, AlphabetError, CheckpointError, ValueError, FileNotFoundError)
+
+
+def _files(value: str) -> list[str]:
+    return [p for p in (s.strip() for s in value.split(",")) if p]
+
+
+def _description(features: FeatureConfig, model_cfg: ModelConfig, alphabet: Alphabet) -> dict:
+    import json
+    return {"version": __version__, "features": features.to_dict(),
+            "model": json.loads(model_cfg.to_json()), "alphabet": alphabet.labels}
+
+
+def _load_for_inference(strategy, load_dir: str, alphabet: Alphabet):
+    """The model described by the checkpoint directory (geometry from model.json, not from flags)."""
+    description = read_description(load_dir)
+    if description is None:
+        raise CheckpointError(f"{load_dir!r} holds no model.json: not a checkpoint directory of this trainer")
+    if description["alphabet"] != alphabet.labels:
+        raise AlphabetError(f"{FLAGS.alphabet_config_path} differs from the alphabet the checkpoint in "
+                            f"{load_dir} was trained with")
+    features = FeatureConfig(**description["features"])
+    with strategy.scope():
+        model = DeepSpeech2(ModelConfig.from_dict(description["model"]), name="deepspeech2").build_for()
+    store = CheckpointStore(model, None, {}, load_dir=load_dir, save_dir="")
+    if store.restore(FLAGS.load_evaluate, with_optimizer=False) is None:
+        raise CheckpointError(f"no checkpoint to evaluate in {load_dir!r}")
+    return model, features
+
+
+def _train(strategy, alphabet, features, load_dir, save_dir):
+    if FLAGS.automatic_mixed_precision:
+        keras.mixed_precision.set_dtype_policy("mixed_float16")
+    model_cfg = model_config(features.n_features, len(alphabet) + 1)
+    cfg = train_config()
+    trainer = Trainer(strategy, model_cfg, features, alphabet, cfg, (load_dir, save_dir),
+                      FLAGS.max_to_keep, _description(features, model_cfg, alphabet),
+                      FLAGS.flags_into_string())
+    check = dict(alphabet=alphabet, features=features, time_stride=model_cfg.time_stride,
+                 fail_fast=not FLAGS.skip_bad_samples, progress=FLAGS.show_progressbar)
+    train = load_samples(_files(FLAGS.train_files), limit=FLAGS.limit_train, **check)
+    dev = {f: load_samples([f], limit=FLAGS.limit_dev, **check) for f in _files(FLAGS.dev_files)}
+    trainer.prepare(train)
+    outcome = trainer.fit(train, dev)
+    log.info("Training finished: %s", outcome)
+    return outcome
+
+
+def _test(strategy, alphabet, load_dir):
+    model, features = _load_for_inference(strategy, load_dir, alphabet)
+    check = dict(alphabet=alphabet, features=features, time_stride=model.model_config.time_stride,
+                 fail_fast=not FLAGS.skip_bad_samples, progress=FLAGS.show_progressbar)
+    reports = []
+    for path in _files(FLAGS.test_files):
+        samples = load_samples([path], limit=FLAGS.limit_test, **check)
+        report = ev.evaluate(model, strategy, samples, os.path.basename(path), alphabet, features,
+                             FLAGS.test_batch_size, FLAGS.show_progressbar)
+        ev.log_report(report, FLAGS.report_count)
+        reports.append(report)
+    if FLAGS.test_output_file:
+        ev.write_test_output(FLAGS.test_output_file, reports)
+    return reports
+
+
+def _one_shot(strategy, alphabet, load_dir):
+    model, features = _load_for_inference(strategy, load_dir, alphabet)
+    spec = spectrogram(tf.constant(load_audio(FLAGS.one_shot_infer, features.sample_rate)), features)
+    logits, lengths = model((spec[None], tf.shape(spec)[:1]), training=False)
+    ids = ev.greedy_decode(logits.numpy(), lengths.numpy(), alphabet.blank_id)[0]
+    print(alphabet.decode(ids))  # the transcript is this command's output
+
+
+def main(argv):
+    del argv
+    setup_logging(FLAGS.log_level)
+    keras.utils.set_random_seed(FLAGS.random_seed)
+    try:
+        if not (FLAGS.train_files or FLAGS.test_files or FLAGS.one_shot_infer):
+            raise ValueError("nothing to do: give --train_files, --test_files or --one_shot_infer")
+        strategy = make_strategy(FLAGS.cpu_devices)
+        alphabet = Alphabet.from_file(FLAGS.alphabet_config_path)
+        load_dir, save_dir = checkpoint_dirs()
+        outcome = "done"
+        if FLAGS.train_files:
+            outcome = _train(strategy, alphabet, feature_config(), load_dir, save_dir)
+            load_dir = save_dir  # test what was just trained
+        if outcome in ("SIGINT", "SIGTERM"):
+            return 130 if outcome == "SIGINT" else 143
+        if FLAGS.test_files:
+            _test(strategy, alphabet, load_dir)
+        if FLAGS.one_shot_infer:
+            _one_shot(strategy, alphabet, load_dir)
+    except USER_ERRORS as err:
+        log.error("%s", err)
+        return 1
+    return 0
+
+
+def run_script():
+    define_flags()
+    app.run(lambda argv: sys.exit(main(argv)))

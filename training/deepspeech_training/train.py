@@ -1,0 +1,309 @@
+"""Training: CTC under a tf.distribute strategy, SortaGrad, bucketed batches, resumable checkpoints."""
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from . import evaluate as ev
+from .checkpoint import CheckpointStore
+from .data import Sample, batch_order, feature_statistics, make_dataset, padding_efficiency
+from .features import FeatureConfig
+from .model import DeepSpeech2, ModelConfig
+from .util.alphabet import Alphabet
+from .util.log import log
+from .util.plots import plot_training_curves
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 75
+    batch_size: int = 1  # per device, as Mozilla's --train_batch_size
+    dev_batch_size: int = 1
+    optimizer: str = "adam"  # or "sgd": the paper's SGD with Nesterov momentum
+    learning_rate: float = 0.001
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+    momentum: float = 0.99
+    lr_anneal: float = 1.0  # learning rate divided by this after every epoch
+    clip_norm: float = 400.0
+    sortagrad: bool = True
+    random_seed: int = 4568
+    load_train: str = "auto"
+    force_initialize_learning_rate: bool = False
+    checkpoint_secs: int = 600
+    early_stop: bool = False
+    es_epochs: int = 25
+    es_min_delta: float = 0.05
+    reduce_lr_on_plateau: bool = False
+    plateau_epochs: int = 10
+    plateau_reduction: float = 0.1
+    mixed_precision: bool = False
+    show_progressbar: bool = True
+    summary_dir: str = ""
+
+
+@dataclass
+class Counters:
+    """Training state saved in every checkpoint next to the weights."""
+
+    epoch: tf.Variable = field(default_factory=lambda: tf.Variable(0, dtype=tf.int64, trainable=False))
+    batch_in_epoch: tf.Variable = field(
+        default_factory=lambda: tf.Variable(0, dtype=tf.int64, trainable=False))
+    best_dev_loss: tf.Variable = field(
+        default_factory=lambda: tf.Variable(math.inf, dtype=tf.float64, trainable=False))
+    epochs_since_best: tf.Variable = field(
+        default_factory=lambda: tf.Variable(0, dtype=tf.int64, trainable=False))
+    history: tf.Variable = field(  # rows of (epoch, train loss, dev loss, dev WER, dev CER)
+        default_factory=lambda: tf.Variable(tf.zeros([0, 5], tf.float64), trainable=False,
+                                            shape=tf.TensorShape([None, 5])))
+
+    def as_dict(self) -> dict:
+        return dict(vars(self))
+
+
+class StopRequested:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step and returns."""
+
+    def __init__(self):
+        self.signal = None
+
+    def __enter__(self):
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, _frame):
+        if self.signal is not None:  # a second Ctrl-C aborts at once
+            raise KeyboardInterrupt
+        self.signal = signum
+        log.warning("Received %s: saving a checkpoint and stopping", signal.Signals(signum).name)
+
+    def __exit__(self, *exc):
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+def make_optimizer(cfg: TrainConfig):
+    if cfg.optimizer == "sgd":
+        opt = keras.optimizers.SGD(cfg.learning_rate, momentum=cfg.momentum, nesterov=True,
+                                   global_clipnorm=cfg.clip_norm or None)
+    elif cfg.optimizer == "adam":
+        opt = keras.optimizers.Adam(cfg.learning_rate, beta_1=cfg.beta1, beta_2=cfg.beta2,
+                                    epsilon=cfg.epsilon, global_clipnorm=cfg.clip_norm or None)
+    else:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r} (adam or sgd)")
+    return keras.optimizers.LossScaleOptimizer(opt) if cfg.mixed_precision else opt
+
+
+def make_train_step(model, optimizer, strategy, global_batch: int, element_spec):
+    """One distributed step -> (mean loss over finite samples, per-sample losses, indices).
+
+    A sample whose CTC loss is NaN/inf is left out of the update (and reported by the caller), so a
+    bad clip never reaches the weights or the checkpoint.
+    """
+    scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def replica_step(inputs, targets, indices):
+        labels, label_len = targets
+        with tf.GradientTape() as tape:
+            logits, out_len = model(inputs, training=True)
+            per_sample = tf.nn.ctc_loss(labels, logits, label_len, out_len,
+                                        logits_time_major=False, blank_index=-1)
+            finite = tf.math.is_finite(per_sample)
+            loss = tf.reduce_sum(tf.where(finite, per_sample, 0.0)) / global_batch
+            scaled = optimizer.scale_loss(loss) if scaling else loss
+        grads = tape.gradient(scaled, model.trainable_variables)
+        grads = [tf.where(tf.math.is_finite(g), g, tf.zeros_like(g)) for g in grads]
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss, per_sample, indices
+
+    def step(batch):
+        loss, per_sample, indices = strategy.run(replica_step, args=batch)
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None), per_sample, indices
+
+    return tf.function(step, input_signature=[element_spec])
+
+
+class Trainer:
+    """Owns model, optimizer, checkpoints and the epoch loop for one run of the trainer."""
+
+    def __init__(self, strategy, model_cfg: ModelConfig, features: FeatureConfig, alphabet: Alphabet,
+                 cfg: TrainConfig, store_dirs: tuple[str, str], max_to_keep: int, description: dict,
+                 flags_text: str = ""):
+        self.strategy, self.cfg, self.features, self.alphabet = strategy, cfg, features, alphabet
+        with strategy.scope():
+            self.model = DeepSpeech2(model_cfg, name="deepspeech2").build_for()
+            self.optimizer = make_optimizer(cfg)
+            self.optimizer.build(self.model.trainable_variables)
+            self.counters = Counters()
+        self.store = CheckpointStore(self.model, self.optimizer, self.counters.as_dict(),
+                                     load_dir=store_dirs[0], save_dir=store_dirs[1],
+                                     max_to_keep=max_to_keep)
+        self.store.describe(description, flags_text)
+        self.description = description
+        log.info(self.model.summary_line())
+
+    @property
+    def learning_rate(self):
+        opt = self.optimizer.inner_optimizer if self.cfg.mixed_precision else self.optimizer
+        return opt.learning_rate
+
+    def prepare(self, train: list[Sample]) -> None:
+        """Resume from a checkpoint, or measure feature statistics for a fresh model."""
+        loaded = self.store.restore(self.cfg.load_train) if self.cfg.load_train != "init" else None
+        if loaded and self.cfg.force_initialize_learning_rate:
+            self.learning_rate.assign(self.cfg.learning_rate)
+        if loaded:
+            log.info("Resuming at epoch %d, batch %d", int(self.counters.epoch.numpy()) + 1,
+                     int(self.counters.batch_in_epoch.numpy()))
+            return
+        mean, std = feature_statistics(train, self.features, seed=self.cfg.random_seed)
+        self.model.normalization.set_statistics(mean, std)
+        log.info("Measured feature statistics on %d training samples", min(len(train), 2000))
+
+    def fit(self, train: list[Sample], dev: dict[str, list[Sample]]) -> str:
+        """Run the remaining epochs -> 'done', 'early stop' or the name of the stopping signal."""
+        cfg, replicas = self.cfg, self.strategy.num_replicas_in_sync
+        global_batch = cfg.batch_size * replicas
+        log.info("Global batch: %d (%d per device x %d devices)", global_batch, cfg.batch_size, replicas)
+        step = make_train_step(self.model, self.optimizer, self.strategy, global_batch,
+                               self._element_spec(train, global_batch))
+        eval_step = ev.make_eval_step(self.model, self.strategy, self._element_spec(train, global_batch))
+        writers = self._summary_writers()
+        with StopRequested() as stop:
+            while int(self.counters.epoch.numpy()) < cfg.epochs:
+                epoch = int(self.counters.epoch.numpy())
+                train_loss = self._run_epoch(step, train, epoch, global_batch, stop, writers)
+                if stop.signal is not None:
+                    return signal.Signals(stop.signal).name
+                outcome = self._end_epoch(epoch, train_loss, dev, eval_step, writers)
+                if outcome:
+                    return outcome
+        return "done"
+
+    def _run_epoch(self, step, train, epoch, global_batch, stop, writers) -> float:
+        cfg = self.cfg
+        order = batch_order(train, global_batch, epoch, cfg.sortagrad, cfg.random_seed, drop_remainder=True)
+        n_batches = len(order) // global_batch
+        if n_batches == 0:
+            raise ValueError(f"{len(train)} training samples are fewer than one batch of {global_batch}")
+        done = int(self.counters.batch_in_epoch.numpy())
+        if epoch == 0 and done == 0:
+            log.info("Padding efficiency: %.1f%% of padded frames are audio",
+                     100 * padding_efficiency(train, order, global_batch))
+        dataset = make_dataset(train, order[done * global_batch:], self.features, global_batch,
+                               drop_remainder=True)
+        losses, last_save = [], time.time()
+        audio_seconds, started = 0.0, time.time()
+        bar = tqdm(total=n_batches, initial=done, desc=f"Epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not cfg.show_progressbar, unit="batch")
+        for batch in self.strategy.experimental_distribute_dataset(dataset):
+            loss, per_sample, indices = step(batch)
+            self._report_non_finite(train, per_sample, indices)
+            losses.append(float(loss))
+            self.counters.batch_in_epoch.assign_add(1)
+            audio_seconds += float(tf.reduce_sum(self._local_sum(batch[0][1]))) * \
+                self.features.win_step_ms / 1000
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.2f}",
+                            audio_s_per_s=f"{audio_seconds / (time.time() - started):.0f}")
+            with writers["train"].as_default(step=self.optimizer.iterations):
+                tf.summary.scalar("step_loss", loss)
+            if stop.signal is not None or (cfg.checkpoint_secs and
+                                           time.time() - last_save >= cfg.checkpoint_secs):
+                self.store.save("last", int(self.optimizer.iterations.numpy()))
+                last_save = time.time()
+                if stop.signal is not None:
+                    break
+        bar.close()
+        log.info("Epoch %d: train loss %.3f, %.0f s of audio per second",
+                 epoch + 1, np.mean(losses) if losses else float("nan"),
+                 audio_seconds / max(time.time() - started, 1e-9))
+        return float(np.mean(losses)) if losses else float("nan")
+
+    def _element_spec(self, samples, global_batch):
+        """One signature for every batch (any batch size and length): the step is traced once."""
+        dataset = make_dataset(samples, np.arange(1), self.features, global_batch, drop_remainder=False)
+        return self.strategy.experimental_distribute_dataset(dataset).element_spec
+
+    def _local_sum(self, lengths):
+        return [tf.reduce_sum(t) for t in self.strategy.experimental_local_results(lengths)]
+
+    def _report_non_finite(self, train, per_sample, indices):
+        losses = tf.concat(self.strategy.experimental_local_results(per_sample), 0).numpy()
+        if np.isfinite(losses).all():
+            return
+        ids = tf.concat(self.strategy.experimental_local_results(indices), 0).numpy()
+        bad = [f"{train[i].where} ({train[i].path})" for i, l in zip(ids, losses) if not np.isfinite(l)]
+        log.warning("Non-finite CTC loss, left out of the update: %s", "; ".join(bad))
+
+    def _end_epoch(self, epoch, train_loss, dev, eval_step, writers) -> str | None:
+        cfg = self.cfg
+        self.counters.epoch.assign(epoch + 1)
+        self.counters.batch_in_epoch.assign(0)
+        dev_loss = wer = cer = float("nan")
+        if dev:
+            reports = [ev.evaluate(self.model, self.strategy, samples, name, self.alphabet,
+                                   self.features, cfg.dev_batch_size, cfg.show_progressbar, eval_step)
+                       for name, samples in dev.items()]
+            weights = [len(r.samples) for r in reports]
+            dev_loss = float(np.average([r.loss for r in reports], weights=weights))
+            wer = float(np.average([r.wer for r in reports], weights=weights))
+            cer = float(np.average([r.cer for r in reports], weights=weights))
+            for r in reports:
+                log.info("Epoch %d: dev %s loss %.3f, greedy WER %.1f%%, CER %.1f%%",
+                         epoch + 1, r.name, r.loss, 100 * r.wer, 100 * r.cer)
+            with writers["dev"].as_default(step=epoch + 1):
+                for name, value in (("loss", dev_loss), ("wer", wer), ("cer", cer)):
+                    tf.summary.scalar(name, value)
+        row = tf.constant([[epoch + 1, train_loss, dev_loss, wer, cer]], tf.float64)
+        self.counters.history.assign(tf.concat([self.counters.history, row], 0))
+        outcome = self._track_best(dev_loss) if dev else None
+        if cfg.lr_anneal != 1.0:
+            self.learning_rate.assign(self.learning_rate / cfg.lr_anneal)
+        self.store.save("last", int(self.optimizer.iterations.numpy()))
+        plot_training_curves(self.counters.history.numpy(), self.store.save_dir)
+        return outcome
+
+    def _track_best(self, dev_loss: float) -> str | None:
+        cfg, c = self.cfg, self.counters
+        step = int(self.optimizer.iterations.numpy())
+        if dev_loss < float(c.best_dev_loss.numpy()) - cfg.es_min_delta:
+            c.best_dev_loss.assign(dev_loss)
+            c.epochs_since_best.assign(0)
+            path = self.store.save("best", step)
+            log.info("Saved new best validating model with loss %.3f to %s", dev_loss, path)
+            return None
+        c.epochs_since_best.assign_add(1)
+        waited = int(c.epochs_since_best.numpy())
+        if cfg.early_stop and waited >= cfg.es_epochs:
+            log.info("Early stop: dev loss did not improve by %.3f in %d epochs", cfg.es_min_delta, waited)
+            return "early stop"
+        if cfg.reduce_lr_on_plateau and waited and waited % cfg.plateau_epochs == 0:
+            self._reload_best_weights()  # Mozilla: back to the best weights, then a lower rate
+            new_lr = float(self.learning_rate.numpy()) * cfg.plateau_reduction
+            self.learning_rate.assign(new_lr)
+            log.info("Dev loss plateaued: reloaded the best checkpoint, learning rate now %g", new_lr)
+            self.store.save("best", step)
+        return None
+
+    def _reload_best_weights(self) -> None:
+        """Restore the best checkpoint's weights but keep the run's counters and step."""
+        kept = {k: v.numpy() for k, v in self.counters.as_dict().items()}
+        step = self.optimizer.iterations.numpy()
+        self.store.restore("best")
+        for k, v in self.counters.as_dict().items():
+            v.assign(kept[k])
+        self.optimizer.iterations.assign(step)
+
+    def _summary_writers(self) -> dict:
+        if not self.cfg.summary_dir:
+            return {k: tf.summary.create_noop_writer() for k in ("train", "dev")}
+        return {k: tf.summary.create_file_writer(f"{self.cfg.summary_dir}/{k}") for k in ("train", "dev")}
