@@ -95,7 +95,7 @@ def define_flags() -> None:
     f.DEFINE_integer("max_to_keep", 5, "number of train-<step> checkpoints to keep")
     # Output and reporting
     f.DEFINE_string("alphabet_config_path", "data/alphabet.txt", "path to the alphabet file (Mozilla "
-                    "format; bin/build_alphabet.py makes one from CSVs)")
+                    "format; bin/build_alphabet.py builds one from CSVs)")
     f.DEFINE_integer("report_count", 5, "number of best, median and worst samples in the test report")
     f.DEFINE_string("test_output_file", "", "write every test sample's result to this JSON file")
     f.DEFINE_string("summary_dir", "", "TensorBoard summaries (default: ~/.local/share/deepspeech/summaries)")

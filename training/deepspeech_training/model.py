@@ -133,22 +133,33 @@ class MaskedBatchNorm(layers.Layer):
     def call(self, x, frame_mask, training=False):
         x32 = ops.cast(x, "float32")
         if training:
-            axes = list(range(len(x.shape) - 1))
-            m = ops.cast(frame_mask, "float32")
-            m = ops.reshape(m, ops.shape(m) + (1,) * (len(x.shape) - 2))
-            count = ops.maximum(ops.sum(m * ops.ones_like(x32), axis=axes), 1.0)
-            mean = ops.sum(x32 * m, axis=axes) / count
-            var = ops.sum(ops.square(x32 - mean) * m, axis=axes) / count
-            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1 - self.momentum))
-            self.moving_variance.assign(
-                self.moving_variance * self.momentum + var * (1 - self.momentum)
-            )
+            mean, var = self._moments(x32, frame_mask)
+            ok = ops.all(ops.isfinite(mean)) & ops.all(ops.isfinite(var))  # a diverged batch keeps
+            for stat, value in ((self.moving_mean, mean), (self.moving_variance, var)):  # old stats
+                stat.assign(ops.where(ok, stat * self.momentum + value * (1 - self.momentum), stat))
         else:
             mean, var = self.moving_mean, self.moving_variance
         gamma = ops.cast(self.gamma, "float32")
         beta = ops.cast(self.beta, "float32")
         y = (x32 - mean) * ops.rsqrt(var + self.epsilon) * gamma + beta
         return ops.cast(y, x.dtype)
+
+    @staticmethod
+    def _moments(x32, frame_mask):
+        """Mean and variance over valid frames, summed across replicas (synchronized BatchNorm), so
+        that a step on N devices normalizes exactly as the same global batch on one device."""
+        axes = list(range(len(x32.shape) - 1))
+        m = ops.cast(frame_mask, "float32")
+        m = ops.reshape(m, ops.shape(m) + (1,) * (len(x32.shape) - 2))
+        sums = [ops.sum(x32 * m, axis=axes), ops.sum(ops.square(x32) * m, axis=axes),
+                ops.sum(m * ops.ones_like(x32), axis=axes)]
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            sums = replica.all_reduce(tf.distribute.ReduceOp.SUM, sums)
+        total, total_sq, count = sums
+        count = ops.maximum(count, 1.0)
+        mean = total / count
+        return mean, ops.maximum(total_sq / count - ops.square(mean), 0.0)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}

@@ -105,17 +105,21 @@ def make_optimizer(cfg: TrainConfig):
 def make_train_step(model, optimizer, strategy, global_batch: int, element_spec):
     """One distributed step -> (mean loss over finite samples, per-sample losses, indices).
 
-    A sample whose CTC loss is NaN/inf is left out of the update (and reported by the caller), so a
-    bad clip never reaches the weights or the checkpoint.
+    A sample whose features or CTC loss are NaN/inf is left out of the update (and reported by the
+    caller), so a bad clip never reaches the weights or the checkpoint.
     """
     scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
     def replica_step(inputs, targets, indices):
-        labels, label_len = targets
+        (features, lengths), (labels, label_len) = inputs, targets
+        # corrupt audio (NaN/inf samples) must not reach BatchNorm statistics or the weights
+        clean = tf.reduce_all(tf.math.is_finite(features), axis=[1, 2])
+        features = tf.where(clean[:, None, None], features, 0.0)
         with tf.GradientTape() as tape:
-            logits, out_len = model(inputs, training=True)
+            logits, out_len = model((features, lengths), training=True)
             per_sample = tf.nn.ctc_loss(labels, logits, label_len, out_len,
                                         logits_time_major=False, blank_index=-1)
+            per_sample = tf.where(clean, per_sample, float("nan"))
             finite = tf.math.is_finite(per_sample)
             loss = tf.reduce_sum(tf.where(finite, per_sample, 0.0)) / global_batch
             scaled = optimizer.scale_loss(loss) if scaling else loss
@@ -202,6 +206,7 @@ class Trainer:
                                drop_remainder=True)
         losses, last_save = [], time.time()
         audio_seconds, started = 0.0, time.time()
+        last_log = started
         bar = tqdm(total=n_batches, initial=done, desc=f"Epoch {epoch + 1}/{cfg.epochs}",
                    disable=not cfg.show_progressbar, unit="batch")
         for batch in self.strategy.experimental_distribute_dataset(dataset):
@@ -212,8 +217,12 @@ class Trainer:
             audio_seconds += float(tf.reduce_sum(self._local_sum(batch[0][1]))) * \
                 self.features.win_step_ms / 1000
             bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.2f}",
-                            audio_s_per_s=f"{audio_seconds / (time.time() - started):.0f}")
+            speed = audio_seconds / (time.time() - started)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.2f}", audio_s_per_s=f"{speed:.0f}")
+            if not cfg.show_progressbar and time.time() - last_log >= 60:  # logs without a bar
+                last_log = time.time()
+                log.info("Epoch %d: batch %d/%d, loss %.3f, %.0f s of audio per second",
+                         epoch + 1, bar.n, n_batches, np.mean(losses[-20:]), speed)
             with writers["train"].as_default(step=self.optimizer.iterations):
                 tf.summary.scalar("step_loss", loss)
             if stop.signal is not None or (cfg.checkpoint_secs and
