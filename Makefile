@@ -9,6 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := .cache/stamps
 DEMO_DATA := data/espeak-en
 DEMO_CKPT := runs/demo/checkpoints
+DEMO_CORPUS_FLAGS ?= --train_utterances 5000 --dev_utterances 200 --test_utterances 300 -j 2
 APT_PACKAGES := espeak-ng sox libsndfile1 bible-kjv fortunes-zh
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -99,3 +99,28 @@ def test_user_errors_are_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
     proc = run_trainer("--test_files", tmp_path / "x.csv", "--checkpoint_dir", tmp_path / "empty", check=False)
     assert proc.returncode == 1 and "no model.json" in proc.stderr
+
+
+def test_mandarin_character_alphabet_end_to_end(tmp_path):
+    """A Mandarin corpus: alphabet built from the CSVs, trained and tested with character transcripts."""
+    import shutil
+    if shutil.which("espeak-ng") is None or not os.path.exists("/usr/share/games/fortunes/tang300"):
+        pytest.skip("needs espeak-ng and fortunes-zh (make install)")
+    corpus = tmp_path / "cmn"
+    subprocess.run([sys.executable, str(ROOT / "bin" / "import_espeak.py"), str(corpus), "--language",
+                    "cmn", "--train_utterances", "24", "--dev_utterances", "4", "--test_utterances", "4",
+                    "-j", "2", "--log_level", "2"], check=True)
+    alphabet = tmp_path / "alphabet.txt"
+    subprocess.run([sys.executable, str(ROOT / "bin" / "build_alphabet.py"), "--csv",
+                    f"{corpus / 'train.csv'},{corpus / 'dev.csv'},{corpus / 'test.csv'}",
+                    "--output", str(alphabet)], check=True, capture_output=True)
+    from deepspeech_training.util.alphabet import Alphabet
+    labels = Alphabet.from_file(str(alphabet)).labels
+    assert len(labels) > 50 and all("\u4e00" <= c <= "\u9fff" for c in labels)
+    proc = run_trainer(*csvs(corpus), "--alphabet_config_path", alphabet, "--train_batch_size", 8,
+                       "--epochs", 2, "--checkpoint_dir", tmp_path / "ck", "--test_output_file",
+                       tmp_path / "out.json", *TINY_FLAGS)
+    assert "Test on test.csv - WER:" in proc.stderr
+    rows = json.loads((tmp_path / "out.json").read_text())
+    assert len(rows) == 4 and all(set(r["res"]) <= set(labels) for r in rows)
+    assert all(" " not in r["src"] for r in rows)

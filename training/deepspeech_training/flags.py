@@ -37,10 +37,11 @@ def define_flags() -> None:
     # Geometry
     f.DEFINE_integer("n_hidden", 256, "units of each recurrent layer (per direction) and of the fully "
                      "connected layer")
-    f.DEFINE_enum("conv_type", "2d", ["1d", "2d"], "convolutions over time x frequency (2d) or time (1d)")
-    f.DEFINE_string("conv_layers", "32:11x41:2x2,32:11x21:1x2",
+    f.DEFINE_enum("conv_type", "1d", ["1d", "2d"], "convolutions over time x frequency (2d) or time (1d)")
+    f.DEFINE_string("conv_layers", "512:11:3",
                     "1-3 convolution layers, comma-separated FILTERS:KTIMExKFREQ:STIMExSFREQ "
-                    "(for 1d: FILTERS:KTIME:STIME); the time strides set the output frame rate")
+                    "(for 1d: FILTERS:KTIME:STIME); the time strides set the output frame rate. The paper's 2D "
+                    "front end: --conv_type 2d --conv_layers 32:11x41:2x2,32:11x21:1x2")
     f.DEFINE_enum("rnn_type", "gru", ["gru", "lstm", "rnn"], "recurrent cell (rnn: clipped-ReLU simple RNN)")
     f.DEFINE_integer("rnn_layers", 3, "number of recurrent layers")
     f.DEFINE_boolean("bidirectional", True, "bidirectional recurrent layers (--nobidirectional for "

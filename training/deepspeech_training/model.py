@@ -37,11 +37,8 @@ class ModelConfig:
 
     n_features: int
     num_classes: int  # alphabet size + 1 (blank, last)
-    conv: tuple[ConvSpec, ...] = (
-        ConvSpec(32, (11, 41), (2, 2)),
-        ConvSpec(32, (11, 21), (1, 2)),
-    )
-    conv_type: str = "2d"
+    conv: tuple[ConvSpec, ...] = (ConvSpec(512, (11, 1), (3, 1)),)  # the paper's 1D variant
+    conv_type: str = "1d"
     rnn_type: str = "gru"
     rnn_layers: int = 3
     rnn_units: int = 256
@@ -129,14 +126,20 @@ class MaskedBatchNorm(layers.Layer):
         stat = dict(shape=(n,), trainable=False, autocast=False, aggregation="mean")
         self.moving_mean = self.add_weight(name="moving_mean", initializer="zeros", **stat)
         self.moving_variance = self.add_weight(name="moving_variance", initializer="ones", **stat)
+        self.updates = self.add_weight(name="updates", shape=(), initializer="zeros", trainable=False,
+                                       autocast=False, aggregation="mean")
 
     def call(self, x, frame_mask, training=False):
         x32 = ops.cast(x, "float32")
         if training:
             mean, var = self._moments(x32, frame_mask)
+            # num_updates warm-up (as tf.train.ExponentialMovingAverage): early averages follow the
+            # batches closely, so short runs and fine-tunes get usable inference statistics
+            decay = ops.minimum(self.momentum, (1.0 + self.updates) / (10.0 + self.updates))
             ok = ops.all(ops.isfinite(mean)) & ops.all(ops.isfinite(var))  # a diverged batch keeps
             for stat, value in ((self.moving_mean, mean), (self.moving_variance, var)):  # old stats
-                stat.assign(ops.where(ok, stat * self.momentum + value * (1 - self.momentum), stat))
+                stat.assign(ops.where(ok, stat * decay + value * (1 - decay), stat))
+            self.updates.assign(self.updates + ops.cast(ok, "float32"))
         else:
             mean, var = self.moving_mean, self.moving_variance
         gamma = ops.cast(self.gamma, "float32")

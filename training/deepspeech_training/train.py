@@ -222,7 +222,7 @@ class Trainer:
             if not cfg.show_progressbar and time.time() - last_log >= 60:  # logs without a bar
                 last_log = time.time()
                 log.info("Epoch %d: batch %d/%d, loss %.3f, %.0f s of audio per second",
-                         epoch + 1, bar.n, n_batches, np.mean(losses[-20:]), speed)
+                         epoch + 1, done + len(losses), n_batches, np.mean(losses[-20:]), speed)
             with writers["train"].as_default(step=self.optimizer.iterations):
                 tf.summary.scalar("step_loss", loss)
             if stop.signal is not None or (cfg.checkpoint_secs and
