@@ -93,6 +93,21 @@ def test_checkpoint_of_another_geometry_names_the_layer(tiny_corpus, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_fine_tuning_from_another_checkpoint_dir(tiny_corpus, tmp_path):
+    """--load_checkpoint_dir A --save_checkpoint_dir B trains --epochs more epochs from A's weights."""
+    first, tuned = tmp_path / "first", tmp_path / "tuned"
+    base = ["--train_files", tiny_corpus / "train.csv", "--train_batch_size", 8, "--epochs", 1, *TINY_FLAGS]
+    run_trainer(*base, "--checkpoint_dir", first)
+    assert (first / "train-6.index").exists()  # 48 samples / 8 = 6 steps
+    args = [*base, "--load_checkpoint_dir", first, "--save_checkpoint_dir", tuned]
+    proc = run_trainer(*args)
+    assert "Loaded checkpoint" in proc.stderr and "Starting a new run of 1 epochs" in proc.stderr
+    assert (tuned / "train-12.index").exists()  # the step count (optimizer state) carried over
+    again = run_trainer(*args)  # the same command now resumes the fine-tuning run itself
+    assert f"Loaded checkpoint {tuned}" in again.stderr and "already trained 1 epochs" in again.stderr
+    assert not (first / "train-12.index").exists()
+
+
 def test_user_errors_are_one_line(tmp_path):
     proc = run_trainer("--train_files", tmp_path / "nope.csv", "--checkpoint_dir", tmp_path, check=False)
     assert proc.returncode == 1 and "nope.csv: data set CSV not found" in proc.stderr

@@ -93,8 +93,25 @@ class CheckpointStore:
 
     def restore(self, which: str, with_optimizer: bool = True) -> str | None:
         path = self.resolve(which)
-        if path is None:
-            return None
+        return self._read(path, with_optimizer) if path else None
+
+    def restore_for_training(self, which: str) -> tuple[str | None, bool]:
+        """-> (checkpoint loaded, whether it continues this run).
+
+        With a --load_checkpoint_dir other than the --save_checkpoint_dir, the loaded weights start a
+        new run (fine-tuning); once that run has saved into its own directory, the same command
+        resumes from there instead, so a killed fine-tuning run loses nothing either.
+        """
+        if which == "init":
+            return None, False
+        separate = bool(self.save_dir) and (
+            not self.load_dir or os.path.realpath(self.load_dir) != os.path.realpath(self.save_dir))
+        own = self.find(self.save_dir, "last") if separate else None
+        if own:
+            return self._read(own, True), True
+        return self.restore(which), not separate
+
+    def _read(self, path: str, with_optimizer: bool) -> str:
         self.check_shapes(path)
         status = self.checkpoint.read(path)
         if with_optimizer:

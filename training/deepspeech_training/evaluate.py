@@ -109,8 +109,8 @@ def summarize(name: str, results: list[SampleResult]) -> Report:
     return Report(
         name=name,
         loss=float(np.mean([r.loss for r in results])) if results else float("nan"),
-        wer=sum(r.word_distance for r in results) / max(words, 1),
-        cer=sum(r.char_distance for r in results) / max(chars, 1),
+        wer=min(1.0, sum(r.word_distance for r in results) / max(words, 1)),  # capped, as Mozilla's
+        cer=min(1.0, sum(r.char_distance for r in results) / max(chars, 1)),
         samples=results,
     )
 
@@ -121,7 +121,7 @@ def log_report(report: Report, report_count: int) -> None:
     log.info("Test on %s - WER: %f, CER: %f, loss: %f", report.name, report.wer, report.cer, report.loss)
     if not report_count or not report.samples:
         return
-    ranked = sorted(report.samples, key=lambda r: (r.wer, r.cer, r.loss))
+    ranked = sorted(report.samples, key=lambda r: (r.wer, -r.loss))  # Mozilla's order
     n = len(ranked)
     mid = max(0, n // 2 - report_count // 2)
     groups = [("Best WER", ranked[:report_count]), ("Median WER", ranked[mid:mid + report_count]),

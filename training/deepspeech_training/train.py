@@ -68,6 +68,11 @@ class Counters:
     def as_dict(self) -> dict:
         return dict(vars(self))
 
+    def reset(self) -> None:
+        """Back to the values of a new run (the weights loaded for fine-tuning stay)."""
+        for name, initial in Counters().as_dict().items():
+            getattr(self, name).assign(initial)
+
 
 class StopRequested:
     """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step and returns."""
@@ -161,12 +166,21 @@ class Trainer:
 
     def prepare(self, train: list[Sample]) -> None:
         """Resume from a checkpoint, or measure feature statistics for a fresh model."""
-        loaded = self.store.restore(self.cfg.load_train) if self.cfg.load_train != "init" else None
+        loaded, resumed = self.store.restore_for_training(self.cfg.load_train)
         if loaded and self.cfg.force_initialize_learning_rate:
             self.learning_rate.assign(self.cfg.learning_rate)
+        if loaded and not resumed:
+            self.counters.reset()
+            log.info("Starting a new run of %d epochs from the loaded weights", self.cfg.epochs)
+        elif loaded:
+            epoch = int(self.counters.epoch.numpy())
+            if epoch >= self.cfg.epochs:
+                log.warning("The checkpoint has already trained %d epochs (--epochs %d): raise --epochs "
+                            "to train more", epoch, self.cfg.epochs)
+            else:
+                log.info("Resuming at epoch %d, batch %d", epoch + 1,
+                         int(self.counters.batch_in_epoch.numpy()))
         if loaded:
-            log.info("Resuming at epoch %d, batch %d", int(self.counters.epoch.numpy()) + 1,
-                     int(self.counters.batch_in_epoch.numpy()))
             return
         mean, std = feature_statistics(train, self.features, seed=self.cfg.random_seed)
         self.model.normalization.set_statistics(mean, std)
