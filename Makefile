@@ -10,14 +10,18 @@ STAMP := .cache/stamps
 DEMO_DATA := data/espeak-en
 DEMO_CKPT := runs/demo/checkpoints
 DEMO_CORPUS_FLAGS ?= --train_utterances 5000 --dev_utterances 200 --test_utterances 300 -j 2
-APT_PACKAGES := espeak-ng sox libsndfile1 bible-kjv fortunes-zh
+APT_PACKAGES := espeak-ng sox libsndfile1 bible-kjv fortunes-zh cmake g++ make zlib1g-dev libbz2-dev liblzma-dev \
+  libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev
+# KenLM's lmplz, filter and build_binary, built from the kenlm source package pinned in requirements.txt
+KENLM_VERSION := $(shell sed -n 's/^kenlm==//p' requirements.txt)
+KENLM_BINS := .cache/kenlm/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install demo test test-all smoke clean-demo
 
-install: $(STAMP)/python
+install: $(STAMP)/python $(STAMP)/kenlm
 
-$(STAMP)/apt:
+$(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
 	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "Debian packages already installed"; else \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); fi
@@ -28,7 +32,18 @@ $(STAMP)/python: requirements.txt training/pyproject.toml $(STAMP)/apt
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e training
+	$(PY) -m pip install -q --no-deps -e training -e native_client/ctcdecode
+	@touch $@
+
+$(STAMP)/kenlm: requirements.txt $(STAMP)/python
+	@rm -rf .cache/kenlm && mkdir -p .cache/kenlm/src .cache/kenlm/build
+	$(PY) -m pip download -q --no-deps --no-binary kenlm -d .cache/kenlm kenlm==$(KENLM_VERSION)
+	tar xzf .cache/kenlm/kenlm-$(KENLM_VERSION).tar.gz -C .cache/kenlm/src --strip-components 1
+	@echo "Building KenLM's lmplz, filter and build_binary (log: .cache/kenlm/build.log)"
+	@(cmake -S .cache/kenlm/src -B .cache/kenlm/build -DCMAKE_BUILD_TYPE=Release -DKENLM_MAX_ORDER=6 && \
+	  cmake --build .cache/kenlm/build -j 2 --target lmplz filter build_binary) >.cache/kenlm/build.log 2>&1 \
+	  || (tail -30 .cache/kenlm/build.log; exit 1)
+	@mkdir -p $(KENLM_BINS) && cp .cache/kenlm/build/bin/lmplz .cache/kenlm/build/bin/filter .cache/kenlm/build/bin/build_binary $(KENLM_BINS)/
 	@touch $@
 
 test: install

@@ -28,7 +28,7 @@ from deepspeech_training.data import batch_order, load_samples, make_dataset, pa
 from deepspeech_training.features import FeatureConfig  # noqa: E402
 from deepspeech_training.model import ConvSpec, DeepSpeech2, ModelConfig, clipped_relu  # noqa: E402
 from deepspeech_training.train import TrainConfig, make_optimizer, make_train_step  # noqa: E402
-from deepspeech_training.util.alphabet import Alphabet  # noqa: E402
+from ds_ctcdecoder.alphabet import Alphabet  # noqa: E402
 
 CONFIGS = {
     "demo": dict(conv=(ConvSpec(512, (11, 1), (3, 1)),), conv_type="1d", rnn_layers=3, rnn_units=256,

@@ -10,7 +10,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "training"))
 
 from deepspeech_training.data import DataError, read_csv_rows  # noqa: E402
-from deepspeech_training.util.alphabet import Alphabet  # noqa: E402
+from ds_ctcdecoder.alphabet import Alphabet  # noqa: E402
 from deepspeech_training.util.log import log, setup_logging  # noqa: E402
 
 

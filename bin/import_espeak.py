@@ -381,11 +381,16 @@ def main(argv=None):
              generated, len(utterances) - generated, synth_seconds,
              generated / max(synth_seconds, 1e-9), args.workers)
     hours = write_csvs(utterances, args.out_dir)
+    held_out = set(splits["dev"]) | set(splits["test"])  # the LM never sees a dev or test sentence
+    lm_text = [s for s in sentences if s not in held_out]
+    write_text_atomically(os.path.join(args.out_dir, "lm.txt"), "".join(f"{s}\n" for s in lm_text))
     write_alphabet(os.path.join(args.out_dir, "alphabet.txt"), args.language,
                    [u.transcript for u in utterances])
     log.info("Imported %s corpus to %s: %s; %.1f s", args.language, args.out_dir,
              ", ".join(f"{s} {len(splits[s])} utterances {hours[s]:.2f} h" for s in SPLITS),
              time.monotonic() - start)
+    log.info("Language model text (every sentence but dev and test): %s, %d sentences",
+             os.path.join(args.out_dir, "lm.txt"), len(lm_text))
 
 
 if __name__ == "__main__":

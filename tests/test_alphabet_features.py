@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from deepspeech_training.features import FeatureConfig, resample, spectrogram
-from deepspeech_training.util.alphabet import Alphabet, AlphabetError
+from ds_ctcdecoder.alphabet import Alphabet, AlphabetError
 
 
 def test_mozilla_alphabet_file(tmp_path):

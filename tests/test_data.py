@@ -8,9 +8,9 @@ import soundfile
 from deepspeech_training.data import (DataError, Sample, batch_order, ctc_frames_needed, load_samples,
                                       make_dataset, padding_efficiency)
 from deepspeech_training.features import FeatureConfig
-from deepspeech_training.util.alphabet import Alphabet
+from ds_ctcdecoder.alphabet import Alphabet
 
-ALPHABET = Alphabet(list(" abcdefghijklmnopqrstuvwxyz'"))
+ALPHABET = Alphabet.from_labels(list(" abcdefghijklmnopqrstuvwxyz'"))
 
 
 def write_wav(path, seconds, rate=16000, channels=1):

@@ -129,7 +129,7 @@ def test_mandarin_character_alphabet_end_to_end(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "bin" / "build_alphabet.py"), "--csv",
                     f"{corpus / 'train.csv'},{corpus / 'dev.csv'},{corpus / 'test.csv'}",
                     "--output", str(alphabet)], check=True, capture_output=True)
-    from deepspeech_training.util.alphabet import Alphabet
+    from ds_ctcdecoder.alphabet import Alphabet
     labels = Alphabet.from_file(str(alphabet)).labels
     assert len(labels) > 50 and all("\u4e00" <= c <= "\u9fff" for c in labels)
     proc = run_trainer(*csvs(corpus), "--alphabet_config_path", alphabet, "--train_batch_size", 8,
@@ -139,3 +139,37 @@ def test_mandarin_character_alphabet_end_to_end(tmp_path):
     rows = json.loads((tmp_path / "out.json").read_text())
     assert len(rows) == 4 and all(set(r["res"]) <= set(labels) for r in rows)
     assert all(" " not in r["src"] for r in rows)
+
+
+def test_testing_with_a_scorer_and_tuning_it(tiny_corpus, tmp_path):
+    """--scorer_path switches the test to beam search with the LM; lm_optimizer writes alpha/beta back."""
+    from test_ctcdecode import KENLM_BINS, build_lm
+
+    from ds_ctcdecoder.package import read_package
+    if not (KENLM_BINS / "lmplz").exists():
+        pytest.skip("needs KenLM tools (make install)")
+    lines = [line.split(",", 2)[2] for line in (tiny_corpus / "train.csv").read_text().splitlines()[1:]]
+    lm = build_lm(tmp_path, lines)
+    scorer = tmp_path / "kenlm.scorer"
+    subprocess.run([str(ROOT / ".venv" / "bin" / "generate_scorer_package"), "--alphabet",
+                    tiny_corpus / "alphabet.txt", "--lm", lm / "lm.binary", "--vocab", lm / "vocab-500.txt",
+                    "--package", scorer, "--default_alpha", "0.5", "--default_beta", "1.0"], check=True)
+    ck = tmp_path / "ck"
+    common = ["--alphabet_config_path", tiny_corpus / "alphabet.txt", "--checkpoint_dir", ck, *TINY_FLAGS]
+    run_trainer("--train_files", tiny_corpus / "train.csv", "--train_batch_size", 8, "--epochs", 1, *common)
+    proc = run_trainer("--test_files", tiny_corpus / "test.csv", "--scorer_path", scorer, "--beam_width", 32,
+                       "--test_output_file", tmp_path / "out.json", *common)
+    assert "Testing with beam search of width 32 with scorer" in proc.stderr
+    vocabulary = set((lm / "vocab-500.txt").read_text().split())
+    for row in json.loads((tmp_path / "out.json").read_text()):
+        assert set(row["res"].split()) <= vocabulary  # the lexicon constrains every transcript
+    bad = run_trainer("--test_files", tiny_corpus / "test.csv", "--scorer_path", lm / "lm.binary", *common,
+                      check=False)
+    assert bad.returncode == 1 and "lm.binary: a bare KenLM model" in bad.stderr and "Traceback" not in bad.stderr
+    args = ["--test_files", tiny_corpus / "dev.csv", "--scorer_path", scorer, "--n_trials", 3, "--beam_width", 16,
+            "--update_scorer", *common]
+    tuned = subprocess.run([sys.executable, str(ROOT / "lm_optimizer.py"), *map(str, args)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    assert "Best params: lm_alpha=" in tuned.stderr
+    assert (read_package(str(scorer)).alpha, read_package(str(scorer)).beta) != (0.5, 1.0)

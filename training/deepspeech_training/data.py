@@ -17,7 +17,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from .features import AudioError, FeatureConfig, audio_info, audio_tensor, is_native_wav, spectrogram
-from .util.alphabet import Alphabet
+from ds_ctcdecoder.alphabet import Alphabet
 from .util.log import log
 
 REQUIRED_COLUMNS = ("wav_filename", "transcript")

@@ -10,9 +10,13 @@ from rapidfuzz.distance import Levenshtein
 from tqdm import tqdm
 
 from .data import Sample, batch_order, make_dataset
+from .decoding import Decoder, DecoderConfig
 from .features import FeatureConfig
-from .util.alphabet import Alphabet
+from ds_ctcdecoder.alphabet import Alphabet
 from .util.log import log
+
+
+DECODE_GROUP = 256  # samples decoded together, in parallel processes when beam searching
 
 
 @dataclass
@@ -36,18 +40,6 @@ class Report:
     wer: float
     cer: float
     samples: list[SampleResult]
-
-
-def greedy_decode(logits: np.ndarray, lengths: np.ndarray, blank: int) -> list[list[int]]:
-    """Best path: argmax per frame, repeats merged, blanks removed."""
-    best = logits.argmax(axis=-1)
-    out = []
-    for row, n in zip(best, lengths):
-        row = row[:n]
-        keep = np.ones(len(row), bool)
-        keep[1:] = row[1:] != row[:-1]
-        out.append([int(c) for c in row[keep] if c != blank])
-    return out
 
 
 def score(src: str, res: str) -> tuple[int, int, int, int]:
@@ -76,24 +68,46 @@ def _local(strategy, value) -> list[np.ndarray]:
     return [v.numpy() for v in strategy.experimental_local_results(value)]
 
 
-def evaluate(model, strategy, samples: list[Sample], name: str, alphabet: Alphabet,
-             features: FeatureConfig, batch_size: int, progress: bool = True, eval_step=None) -> Report:
-    """Greedy-decode every sample; WER/CER as total edits over total reference length."""
+def infer(model, strategy, samples: list[Sample], name: str, features: FeatureConfig, batch_size: int,
+          progress: bool = True, eval_step=None):
+    """Run the model over ``samples`` -> yields groups of (logits [T, C], CTC loss, sample index)."""
     replicas = strategy.num_replicas_in_sync
     order = batch_order(samples, batch_size * replicas, epoch=0, sortagrad=True, seed=0,
                         drop_remainder=False)
     dataset = make_dataset(samples, order, features, batch_size * replicas)
     batches = strategy.experimental_distribute_dataset(dataset)
     step = eval_step or make_eval_step(model, strategy, batches.element_spec)
-    results: list[SampleResult] = []
+    pending: list[tuple[np.ndarray, float, int]] = []
     total_batches = -(-len(order) // (batch_size * replicas))
     with tqdm(total=total_batches, desc=f"Evaluating {name}", disable=not progress, leave=False) as bar:
         for batch in batches:
             logits, out_len, loss, indices = step(batch)
             for lg, ln, ls, ix in zip(*(_local(strategy, t) for t in (logits, out_len, loss, indices))):
-                for ids, sample_loss, i in zip(greedy_decode(lg, ln, alphabet.blank_id), ls, ix):
-                    results.append(_result(samples[i], alphabet.decode(ids), float(sample_loss)))
+                pending.extend((row[:n], float(sample_loss), int(i)) for row, n, sample_loss, i in zip(lg, ln, ls, ix))
+            if len(pending) >= DECODE_GROUP:
+                yield pending
+                pending = []
             bar.update(1)
+    if pending:
+        yield pending
+
+
+def decode_group(group, decoder: Decoder, samples: list[Sample]) -> list[SampleResult]:
+    """Decode one group from ``infer`` together (one process pool for the beam search)."""
+    width = max(len(lg) for lg, _, _ in group)
+    logits = np.stack([np.pad(lg, ((0, width - len(lg)), (0, 0))) for lg, _, _ in group])
+    texts = decoder.decode(logits, np.array([len(lg) for lg, _, _ in group]))
+    return [_result(samples[i], text, loss) for (_, loss, i), text in zip(group, texts)]
+
+
+def evaluate(model, strategy, samples: list[Sample], name: str, alphabet: Alphabet,
+             features: FeatureConfig, batch_size: int, progress: bool = True, eval_step=None,
+             decoder: Decoder | None = None) -> Report:
+    """Decode every sample (greedy unless a decoder is given); WER/CER as total edits over total length."""
+    decoder = decoder or Decoder(DecoderConfig(beam_width=0), alphabet)
+    results: list[SampleResult] = []
+    for group in infer(model, strategy, samples, name, features, batch_size, progress, eval_step):
+        results.extend(decode_group(group, decoder, samples))
     return summarize(name, results)
 
 

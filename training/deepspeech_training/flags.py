@@ -5,6 +5,7 @@ import os
 
 from absl import flags
 
+from .decoding import DecoderConfig
 from .features import FeatureConfig
 from .model import ConvSpec, ModelConfig
 from .train import TrainConfig
@@ -97,6 +98,18 @@ def define_flags() -> None:
     # Output and reporting
     f.DEFINE_string("alphabet_config_path", "data/alphabet.txt", "path to the alphabet file (Mozilla "
                     "format; bin/build_alphabet.py builds one from CSVs)")
+    # Decoder (test and one-shot inference; the per-epoch dev report stays greedy)
+    f.DEFINE_string("scorer_path", "", "KenLM scorer package (.scorer) for the beam search; empty: beam "
+                    "search without a language model")
+    f.DEFINE_alias("scorer", "scorer_path")
+    f.DEFINE_integer("beam_width", 1024, "beam width of the CTC beam search (0: greedy decoding)")
+    f.DEFINE_float("lm_alpha", 0.931289039105002, "language model weight alpha")
+    f.DEFINE_float("lm_beta", 1.1834137581510284, "word insertion weight beta (per character in "
+                   "character mode)")
+    f.DEFINE_float("cutoff_prob", 1.0, "at each frame try only the most likely labels whose probabilities "
+                   "add up to this (1.0: no pruning)")
+    f.DEFINE_integer("cutoff_top_n", 300, "at each frame try at most this many labels")
+    f.DEFINE_integer("decoder_processes", 0, "processes for the beam search (0: one per CPU core)")
     f.DEFINE_integer("report_count", 5, "number of best, median and worst samples in the test report")
     f.DEFINE_string("test_output_file", "", "write every test sample's result to this JSON file")
     f.DEFINE_string("summary_dir", "", "TensorBoard summaries (default: ~/.local/share/deepspeech/summaries)")
@@ -158,3 +171,9 @@ def train_config() -> TrainConfig:
         plateau_epochs=FLAGS.plateau_epochs, plateau_reduction=FLAGS.plateau_reduction,
         mixed_precision=FLAGS.automatic_mixed_precision, show_progressbar=FLAGS.show_progressbar,
         summary_dir=FLAGS.summary_dir or _default_dir("summaries"))
+
+
+def decoder_config() -> DecoderConfig:
+    return DecoderConfig(beam_width=FLAGS.beam_width, scorer_path=FLAGS.scorer_path, lm_alpha=FLAGS.lm_alpha,
+                         lm_beta=FLAGS.lm_beta, cutoff_prob=FLAGS.cutoff_prob, cutoff_top_n=FLAGS.cutoff_top_n,
+                         num_processes=FLAGS.decoder_processes or os.cpu_count() or 1)

@@ -16,16 +16,18 @@ from .checkpoint import CheckpointError, CheckpointStore, read_description  # no
 from .data import DataError, load_samples  # noqa: E402
 from .distribute import make_strategy  # noqa: E402
 from .features import AudioError, FeatureConfig, load_audio, spectrogram  # noqa: E402
-from .flags import FLAGS, checkpoint_dirs, define_flags, feature_config, model_config, train_config  # noqa: E402
+from .decoding import Decoder  # noqa: E402
+from .flags import (FLAGS, checkpoint_dirs, decoder_config, define_flags, feature_config,  # noqa: E402
+                    model_config, train_config)
 from .model import DeepSpeech2, ModelConfig  # noqa: E402
 from .train import Trainer  # noqa: E402
-from .util.alphabet import Alphabet, AlphabetError  # noqa: E402
+from ds_ctcdecoder.alphabet import Alphabet, AlphabetError  # noqa: E402
 from .util.log import log, setup_logging  # noqa: E402
 
 USER_ERRORS = (DataError, AudioError, AlphabetError, CheckpointError, ValueError, FileNotFoundError)
 
 
-def _files(value: str) -> list[str]:
+def files(value: str) -> list[str]:
     return [p for p in (s.strip() for s in value.split(",")) if p]
 
 
@@ -35,7 +37,7 @@ def _description(features: FeatureConfig, model_cfg: ModelConfig, alphabet: Alph
             "model": json.loads(model_cfg.to_json()), "alphabet": alphabet.labels}
 
 
-def _load_for_inference(strategy, load_dir: str, alphabet: Alphabet):
+def load_for_inference(strategy, load_dir: str, alphabet: Alphabet):
     """The model described by the checkpoint directory (geometry from model.json, not from flags)."""
     description = read_description(load_dir)
     if description is None:
@@ -62,8 +64,8 @@ def _train(strategy, alphabet, features, load_dir, save_dir):
                       FLAGS.flags_into_string())
     check = dict(alphabet=alphabet, features=features, time_stride=model_cfg.time_stride,
                  fail_fast=not FLAGS.skip_bad_samples, progress=FLAGS.show_progressbar)
-    train = load_samples(_files(FLAGS.train_files), limit=FLAGS.limit_train, **check)
-    dev = {f: load_samples([f], limit=FLAGS.limit_dev, **check) for f in _files(FLAGS.dev_files)}
+    train = load_samples(files(FLAGS.train_files), limit=FLAGS.limit_train, **check)
+    dev = {f: load_samples([f], limit=FLAGS.limit_dev, **check) for f in files(FLAGS.dev_files)}
     trainer.prepare(train)
     outcome = trainer.fit(train, dev)
     log.info("Training finished: %s", outcome)
@@ -71,14 +73,16 @@ def _train(strategy, alphabet, features, load_dir, save_dir):
 
 
 def _test(strategy, alphabet, load_dir):
-    model, features = _load_for_inference(strategy, load_dir, alphabet)
+    model, features = load_for_inference(strategy, load_dir, alphabet)
     check = dict(alphabet=alphabet, features=features, time_stride=model.model_config.time_stride,
                  fail_fast=not FLAGS.skip_bad_samples, progress=FLAGS.show_progressbar)
+    decoder = Decoder(decoder_config(), alphabet)
+    log.info("Testing with %s", decoder.name)
     reports = []
-    for path in _files(FLAGS.test_files):
+    for path in files(FLAGS.test_files):
         samples = load_samples([path], limit=FLAGS.limit_test, **check)
         report = ev.evaluate(model, strategy, samples, os.path.basename(path), alphabet, features,
-                             FLAGS.test_batch_size, FLAGS.show_progressbar)
+                             FLAGS.test_batch_size, FLAGS.show_progressbar, decoder=decoder)
         ev.log_report(report, FLAGS.report_count)
         reports.append(report)
     if FLAGS.test_output_file:
@@ -87,11 +91,11 @@ def _test(strategy, alphabet, load_dir):
 
 
 def _one_shot(strategy, alphabet, load_dir):
-    model, features = _load_for_inference(strategy, load_dir, alphabet)
+    model, features = load_for_inference(strategy, load_dir, alphabet)
     spec = spectrogram(tf.constant(load_audio(FLAGS.one_shot_infer, features.sample_rate)), features)
     logits, lengths = model((spec[None], tf.shape(spec)[:1]), training=False)
-    ids = ev.greedy_decode(logits.numpy(), lengths.numpy(), alphabet.blank_id)[0]
-    print(alphabet.decode(ids))  # the transcript is this command's output
+    decoder = Decoder(decoder_config(), alphabet)
+    print(decoder.decode(logits.numpy(), lengths.numpy())[0])  # the transcript is this command's output
 
 
 def main(argv):

@@ -16,7 +16,7 @@ from .checkpoint import CheckpointStore
 from .data import Sample, batch_order, feature_statistics, make_dataset, padding_efficiency
 from .features import FeatureConfig
 from .model import DeepSpeech2, ModelConfig
-from .util.alphabet import Alphabet
+from ds_ctcdecoder.alphabet import Alphabet
 from .util.log import log
 from .util.plots import plot_training_curves
 

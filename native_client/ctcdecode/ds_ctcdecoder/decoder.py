@@ -1,0 +1,220 @@
+"""CTC beam search (Mozilla's ``ctc_beam_search_decoder`` API) on flashlight-text's C++ decoders.
+
+The paper's objective Q(y) = log p_ctc(y|x) + alpha log p_lm(y) + beta wc(y):
+- word scorer: flashlight's lexicon decoder; the search only spells words of the scorer's vocabulary
+  (a trie), the LM scores each word as it completes, beta is added per word;
+- character scorer (Mandarin): the same decoder with one-character words, so the LM and beta act on
+  every character;
+- no scorer: flashlight's lexicon-free decoder with no LM (plain prefix beam search).
+Pruning (the paper's): at each frame only the fewest labels whose probabilities add up to
+``cutoff_prob``, at most ``cutoff_top_n`` of them, are tried.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+
+import numpy as np
+
+from .alphabet import Alphabet
+from .scorer import LN10, Scorer
+
+log = logging.getLogger("deepspeech.ctcdecode")
+
+PRUNED = -1e30  # log-probability of a label cut by cutoff_prob (never extended)
+BEAM_THRESHOLD = 25.0  # hypotheses this far (natural log) below the best are dropped
+
+
+class DecodeResult(tuple):
+    """(confidence, transcript), as Mozilla's decoder returns, plus Coqui's ``tokens`` and
+    ``timesteps`` (the output frame at which each character of the transcript starts)."""
+
+    def __new__(cls, confidence: float, transcript: str, tokens: list[int], timesteps: list[int]):
+        self = super().__new__(cls, (confidence, transcript))
+        self.tokens, self.timesteps = tokens, timesteps
+        return self
+
+    def __reduce__(self):  # results come back from worker processes
+        return DecodeResult, (self[0], self[1], self.tokens, self.timesteps)
+
+    confidence = property(lambda self: self[0])
+    transcript = property(lambda self: self[1])
+
+
+def ctc_beam_search_decoder(probs_seq, alphabet: Alphabet, beam_size: int, cutoff_prob: float = 1.0,
+                            cutoff_top_n: int = 40, scorer: Scorer | None = None,
+                            hot_words: dict | None = None, num_results: int = 1) -> list[DecodeResult]:
+    """Decode one utterance's softmax output [T, len(alphabet) + 1] -> best ``num_results``."""
+    probs = _check_probs(probs_seq, alphabet)
+    decoder, _lm = _make_decoder(alphabet, beam_size, cutoff_top_n, scorer, hot_words or {})
+    return _decode(decoder, probs, cutoff_prob, alphabet, scorer, num_results)
+
+
+def ctc_beam_search_decoder_batch(probs_seq, seq_lengths, alphabet: Alphabet, beam_size: int,
+                                  num_processes: int, cutoff_prob: float = 1.0, cutoff_top_n: int = 40,
+                                  scorer: Scorer | None = None, hot_words: dict | None = None,
+                                  num_results: int = 1) -> list[list[DecodeResult]]:
+    """Decode a batch [B, T, C] (each item cut to its ``seq_lengths`` entry) in parallel processes."""
+    probs_seq = np.asarray(probs_seq)
+    lengths = np.asarray(seq_lengths, dtype=np.int64).reshape(-1)
+    if probs_seq.ndim != 3 or len(lengths) != len(probs_seq):
+        raise ValueError(f"probs_seq must be [batch, time, classes] with one length per item, got shape "
+                         f"{probs_seq.shape} and {len(lengths)} lengths")
+    items = [_check_probs(probs_seq[i, :max(0, min(int(n), probs_seq.shape[1]))], alphabet,
+                          f"batch item {i}: ") for i, n in enumerate(lengths)]
+    if scorer is not None:
+        scorer.lexicon()  # built once here, inherited by the worker processes
+    job = (items, alphabet, beam_size, cutoff_prob, cutoff_top_n, scorer, hot_words or {}, num_results)
+    workers = max(1, min(int(num_processes or 1), len(items)))
+    if workers == 1:
+        return _decode_items(job, range(len(items)))
+    global _JOB
+    _JOB = job  # handed to forked workers by copy-on-write, not pickled
+    try:
+        chunks = np.array_split(np.arange(len(items)), workers * 4)
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_decode_chunk, [c.tolist() for c in chunks if len(c)])
+    finally:
+        _JOB = None
+    return [r for part in parts for r in part]
+
+
+_JOB = None
+
+
+def _decode_chunk(indices: list[int]) -> list[list[DecodeResult]]:
+    return _decode_items(_JOB, indices)
+
+
+def _decode_items(job, indices) -> list[list[DecodeResult]]:
+    items, alphabet, beam_size, cutoff_prob, cutoff_top_n, scorer, hot_words, num_results = job
+    decoder, _lm = _make_decoder(alphabet, beam_size, cutoff_top_n, scorer, hot_words)
+    return [_decode(decoder, items[i], cutoff_prob, alphabet, scorer, num_results) for i in indices]
+
+
+def _check_probs(probs_seq, alphabet: Alphabet, where: str = "") -> np.ndarray:
+    probs = np.asarray(probs_seq, dtype=np.float32)
+    classes = len(alphabet) + 1
+    if probs.ndim != 2 or probs.shape[1] != classes:
+        raise ValueError(f"{where}probabilities of shape {probs.shape}: expected [time, {classes}] "
+                         f"({len(alphabet)} alphabet labels + blank)")
+    if not np.isfinite(probs).all():
+        raise ValueError(f"{where}probabilities contain NaN or infinity")
+    return probs
+
+
+def _make_decoder(alphabet, beam_size, cutoff_top_n, scorer, hot_words):
+    from flashlight.lib.text import decoder as fl
+
+    classes = len(alphabet) + 1
+    top_n = max(1, min(int(cutoff_top_n), classes))
+    if scorer is None:
+        options = fl.LexiconFreeDecoderOptions(
+            beam_size=int(beam_size), beam_size_token=top_n, beam_threshold=BEAM_THRESHOLD, lm_weight=0.0,
+            sil_score=0.0, log_add=False, criterion_type=fl.CriterionType.CTC)
+        space = alphabet.EncodeSingle(" ") if alphabet.CanEncodeSingle(" ") else alphabet.blank_id
+        lm = fl.ZeroLM()
+        return fl.LexiconFreeDecoder(options, lm, space, alphabet.blank_id, []), lm
+    lexicon = scorer.lexicon()
+    options = fl.LexiconDecoderOptions(
+        beam_size=int(beam_size), beam_size_token=top_n, beam_threshold=BEAM_THRESHOLD,
+        lm_weight=scorer.alpha * LN10, word_score=scorer.beta, unk_score=float("-inf"), sil_score=0.0,
+        log_add=False, criterion_type=fl.CriterionType.CTC)
+    lm = _hot_word_lm(lexicon, hot_words) if hot_words else lexicon.lm
+    decoder = fl.LexiconDecoder(options, lexicon.trie, lm, scorer._silence(), alphabet.blank_id,
+                                lexicon.unk_index, [], False)
+    return decoder, lm  # a Python LM must outlive the decoder that calls it
+
+
+def _hot_word_lm(lexicon, hot_words: dict):
+    """KenLM with a boost added to the log-probability of each hot word (Mozilla's addHotWord)."""
+    from flashlight.lib.text.decoder import LM
+
+    boosts = {}
+    for word, boost in hot_words.items():
+        index = lexicon.words.get_index(word)
+        if index == lexicon.unk_index:
+            log.warning("Hot word %r is not in the scorer's vocabulary: it cannot be boosted", word)
+            continue
+        boosts[index] = float(boost) / LN10  # the LM speaks log10; alpha * ln 10 weighs it
+
+    class HotWordLM(LM):
+        def __init__(self):
+            LM.__init__(self)
+
+        def start(self, start_with_nothing):
+            return lexicon.lm.start(start_with_nothing)
+
+        def score(self, state, index):
+            next_state, score = lexicon.lm.score(state, index)
+            return next_state, score + boosts.get(index, 0.0)
+
+        def finish(self, state):
+            return lexicon.lm.finish(state)
+
+    return HotWordLM()
+
+
+def _decode(decoder, probs: np.ndarray, cutoff_prob: float, alphabet: Alphabet, scorer,
+            num_results: int) -> list[DecodeResult]:
+    if len(probs) == 0:
+        return [DecodeResult(0.0, "", [], [])]
+    emissions = np.ascontiguousarray(_prune(probs, cutoff_prob))
+    hyps = sorted(decoder.decode(emissions.ctypes.data, *emissions.shape), key=lambda h: -h.score)
+    results, seen = [], set()
+    for hyp in hyps:
+        result = _to_result(hyp, alphabet, scorer)
+        if result.transcript not in seen:
+            seen.add(result.transcript)
+            results.append(result)
+        if len(results) == num_results:
+            break
+    return results or [DecodeResult(float("-inf"), "", [], [])]
+
+
+def _prune(probs: np.ndarray, cutoff_prob: float) -> np.ndarray:
+    """Log-probabilities, with the labels outside each frame's cutoff_prob mass set to PRUNED."""
+    logp = np.log(np.maximum(probs, 1e-30), dtype=np.float32)
+    if cutoff_prob >= 1.0:
+        return logp
+    order = np.argsort(-probs, axis=1)
+    ranked = np.take_along_axis(probs, order, axis=1)
+    keep_ranked = (np.cumsum(ranked, axis=1) - ranked) < cutoff_prob  # up to the label that reaches p
+    keep = np.empty_like(keep_ranked)
+    np.put_along_axis(keep, order, keep_ranked, axis=1)
+    return np.where(keep, logp, PRUNED).astype(np.float32)
+
+
+def _to_result(hyp, alphabet: Alphabet, scorer) -> DecodeResult:
+    """Collapse the frame path into characters with the frame each starts at.
+
+    The lexicon decoder may put two words side by side with no space frame between them; a space is
+    inserted there (word mode), timed with the next word's first character.
+    """
+    path = np.asarray(hyp.tokens[1:-1])  # flashlight pads the path with a token at each end
+    word_ends = np.asarray(hyp.words[1:-1]) >= 0 if scorer is not None else np.zeros(len(path), bool)
+    blank, space = alphabet.blank_id, alphabet.EncodeSingle(" ") if alphabet.CanEncodeSingle(" ") else -1
+    word_mode = scorer is not None and not scorer.is_utf8_mode() and space >= 0
+    tokens, timesteps, after_word = [], [], False
+    previous = -1
+    for t, token in enumerate(path.tolist()):
+        new = token != previous and token != blank
+        previous = token
+        if new:
+            if token == space:
+                if tokens and tokens[-1] != space:
+                    tokens.append(space)
+                    timesteps.append(t)
+            else:
+                if word_mode and after_word and tokens and tokens[-1] != space:
+                    tokens.append(space)
+                    timesteps.append(t)
+                tokens.append(token)
+                timesteps.append(t)
+            after_word = False
+        if word_ends[t]:
+            after_word = True
+    while tokens and tokens[-1] == space:
+        tokens.pop()
+        timesteps.pop()
+    return DecodeResult(float(hyp.score), alphabet.decode(tokens), tokens, timesteps)

@@ -1,0 +1,100 @@
+"""Mozilla's ``Scorer``: a KenLM language model plus the vocabulary that constrains the search.
+
+The flashlight-text structures (word dictionary, KenLM wrapper, lexicon trie) are built once, on the
+first decode, and shared by every later one.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+from .alphabet import Alphabet
+from .package import ScorerError, read_package, vocabulary_for
+
+log = logging.getLogger("deepspeech.ctcdecode")
+
+LN10 = math.log(10.0)  # KenLM scores are log10; alpha and beta act on natural logs, as Mozilla's
+UNK = "<unk>"
+
+
+@dataclass
+class Lexicon:
+    words: object  # flashlight Dictionary: LM words, index 0 is <unk>
+    lm: object  # flashlight KenLM
+    trie: object  # spellings (alphabet ids) -> word index, smeared with unigram scores
+    unk_index: int
+
+
+class Scorer:
+    """``Scorer(alpha, beta, scorer_path, alphabet)``: alpha/beta None keep the package's defaults."""
+
+    def __init__(self, alpha: float | None = None, beta: float | None = None,
+                 scorer_path: str | None = None, alphabet: Alphabet | None = None):
+        if not scorer_path:
+            raise ScorerError("Scorer needs a scorer_path")
+        if alphabet is None:
+            raise ScorerError(f"{scorer_path}: Scorer needs the model's alphabet")
+        self.package = read_package(scorer_path)
+        self.alphabet = alphabet
+        self.vocabulary = vocabulary_for(self.package, alphabet)
+        if not self.vocabulary:
+            raise ScorerError(f"{scorer_path}: the scorer has an empty vocabulary")
+        self.alpha = self.package.alpha if alpha is None else float(alpha)
+        self.beta = self.package.beta if beta is None else float(beta)
+        self._lexicon: Lexicon | None = None
+
+    @property
+    def scorer_path(self) -> str:
+        return self.package.path
+
+    def reset_params(self, alpha: float, beta: float) -> None:
+        self.alpha, self.beta = float(alpha), float(beta)
+
+    def is_utf8_mode(self) -> bool:
+        return self.package.utf8_mode
+
+    def get_default_alpha(self) -> float:
+        return self.package.alpha
+
+    def get_default_beta(self) -> float:
+        return self.package.beta
+
+    def lexicon(self) -> Lexicon:
+        if self._lexicon is None:
+            self._lexicon = self._build_lexicon()
+        return self._lexicon
+
+    def _build_lexicon(self) -> Lexicon:
+        from flashlight.lib.text.decoder import SmearingMode, Trie
+        from flashlight.lib.text.decoder.kenlm import KenLM
+        from flashlight.lib.text.dictionary import Dictionary
+
+        words = Dictionary()
+        words.add_entry(UNK)
+        usable = [w for w in self.vocabulary if w and w != UNK and self.alphabet.CanEncode(w)
+                  and not w.startswith("<")]
+        for word in usable:
+            words.add_entry(word)
+        try:
+            lm = KenLM(self.package.path, words)
+        except Exception as err:  # flashlight raises RuntimeError/ValueError from KenLM's C++
+            raise ScorerError(f"{self.package.path}: KenLM cannot load its language model ({err})") from err
+        space = self._silence()
+        trie = Trie(len(self.alphabet) + 1, space)
+        start = lm.start(False)
+        for word in usable:
+            index = words.get_index(word)
+            _, unigram = lm.score(start, index)
+            trie.insert(self.alphabet.encode(word), index, unigram)  # log10, as the LM's
+        trie.smear(SmearingMode.MAX)
+        if len(usable) < len(self.vocabulary):
+            log.info("%s: %d of %d vocabulary entries can be spelled with the alphabet", self.package.path,
+                     len(usable), len(self.vocabulary))
+        return Lexicon(words, lm, trie, words.get_index(UNK))
+
+    def _silence(self) -> int:
+        """The word separator: the space label in word mode; the blank in character mode."""
+        if self.package.utf8_mode or not self.alphabet.CanEncodeSingle(" "):
+            return self.alphabet.blank_id
+        return self.alphabet.EncodeSingle(" ")

@@ -1,0 +1,200 @@
+"""ds_ctcdecoder: Mozilla's API on flashlight-text, scorer packages (ours and Mozilla's), LM tools."""
+import shutil
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from ds_ctcdecoder import (Alphabet, Scorer, ScorerError, UTF8Alphabet, ctc_beam_search_decoder,
+                           ctc_beam_search_decoder_batch)
+from ds_ctcdecoder.package import read_package, set_default_params
+
+KENLM_BINS = ROOT / ".cache" / "kenlm" / "bin"
+needs_kenlm = pytest.mark.skipif(not (KENLM_BINS / "lmplz").exists(), reason="needs KenLM tools (make install)")
+ALPHABET = Alphabet.from_labels(list(" abcdefghijklmnopqrstuvwxyz'"))
+TEXT = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog", "the cat ate the rat",
+        "a dog ate the cat", "the rat sat on a mat"] * 5
+
+
+def probs_for(text, alphabet=ALPHABET, confusion=None):
+    """One frame per character then one blank; ``confusion`` = {position: (other char, its share)}."""
+    n = len(alphabet) + 1
+    rows = []
+    for i, ch in enumerate(text):
+        row = np.full(n, 0.01)
+        row[alphabet.EncodeSingle(ch)] = 1.0
+        if confusion and i in confusion:
+            other, share = confusion[i]
+            row[alphabet.EncodeSingle(other)] = share
+        rows += [row, np.full(n, 0.01)]
+        rows[-1][-1] = 1.0
+    p = np.array(rows)
+    return p / p.sum(1, keepdims=True)
+
+
+def build_lm(tmp_path, lines, *extra):
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "lm"
+    subprocess.run([sys.executable, str(ROOT / "data" / "lm" / "generate_lm.py"), "--input_txt", text,
+                    "--output_dir", out, "--top_k", "500", "--arpa_order", "3", "--max_arpa_memory", "10%",
+                    "--arpa_prune", "0|0|0", "--binary_a_bits", "255", "--binary_q_bits", "8",
+                    "--binary_type", "trie", "--discount_fallback", "--kenlm_bins", KENLM_BINS, *extra],
+                   check=True, capture_output=True)
+    return out
+
+
+def package(tmp_path, lm_dir, name="kenlm.scorer", alphabet_file=None, *extra):
+    if alphabet_file is None:
+        alphabet_file = tmp_path / "alphabet.txt"
+        ALPHABET.to_file(str(alphabet_file))
+    scorer = tmp_path / name
+    subprocess.run([str(ROOT / ".venv" / "bin" / "generate_scorer_package"), "--alphabet", alphabet_file,
+                    "--lm", lm_dir / "lm.binary", "--vocab", lm_dir / "vocab-500.txt", "--package", scorer,
+                    "--default_alpha", "0.75", "--default_beta", "1.5", *extra], check=True, capture_output=True)
+    return scorer
+
+
+@pytest.fixture(scope="module")
+def word_scorer(tmp_path_factory):
+    if not (KENLM_BINS / "lmplz").exists():
+        pytest.skip("needs KenLM tools (make install)")
+    tmp = tmp_path_factory.mktemp("word_lm")
+    return package(tmp, build_lm(tmp, TEXT))
+
+
+def test_alphabet_mozilla_api_and_serialization():
+    assert ALPHABET.GetSize() == 28 and ALPHABET.EncodeSingle("a") == 1 and ALPHABET.DecodeSingle(0) == " "
+    assert ALPHABET.Encode("cab") == [3, 1, 2] and ALPHABET.Decode([3, 1, 2]) == "cab"
+    assert ALPHABET.CanEncode("a cat") and not ALPHABET.CanEncode("Cat")
+    assert Alphabet.Deserialize(ALPHABET.Serialize()) == ALPHABET
+    utf8 = UTF8Alphabet()
+    assert utf8.GetSize() == 255 and utf8.Decode(utf8.Encode("数 a")) == "数 a"
+
+
+def test_beam_search_without_scorer_reads_the_best_path():
+    [(confidence, text)] = ctc_beam_search_decoder(probs_for("the kat sat"), ALPHABET, 16)
+    assert text == "the kat sat" and confidence < 0
+
+
+def test_word_scorer_fixes_a_misheard_word_and_times_characters(word_scorer):
+    scorer = Scorer(None, None, str(word_scorer), ALPHABET)
+    assert (scorer.alpha, scorer.beta) == (0.75, 1.5) and not scorer.is_utf8_mode()
+    probs = probs_for("the kat sat")  # 'k' is not a word the scorer knows: the lexicon forbids it
+    best = ctc_beam_search_decoder(probs, ALPHABET, 32, scorer=scorer)[0]
+    assert best.transcript == "the cat sat"
+    assert best.timesteps == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20]  # one frame per character + blank
+    results = ctc_beam_search_decoder(probs, ALPHABET, 32, scorer=scorer, num_results=3)
+    assert len({r.transcript for r in results}) == 3 and results[0].confidence >= results[1].confidence
+    # the paper's pruning keeps the answer of a confident model
+    pruned = ctc_beam_search_decoder(probs, ALPHABET, 32, cutoff_prob=0.99, cutoff_top_n=5, scorer=scorer)
+    assert pruned[0].transcript == "the cat sat"
+
+
+def test_words_side_by_side_get_a_space(word_scorer):
+    scorer = Scorer(None, None, str(word_scorer), ALPHABET)
+    best = ctc_beam_search_decoder(probs_for("thecat sat"), ALPHABET, 32, scorer=scorer)[0]
+    assert best.transcript == "the cat sat" and len(best.timesteps) == len(best.transcript)
+
+
+def test_hot_words_boost_a_word(word_scorer):
+    scorer = Scorer(0.75, 0.0, str(word_scorer), ALPHABET)
+    probs = probs_for("the cat", confusion={4: ("r", 0.9)})  # 'cat' slightly over 'rat'
+    assert ctc_beam_search_decoder(probs, ALPHABET, 32, scorer=scorer)[0].transcript == "the cat"
+    boosted = ctc_beam_search_decoder(probs, ALPHABET, 32, scorer=scorer, hot_words={"rat": 10.0})
+    assert boosted[0].transcript == "the rat"
+
+
+def test_batch_decoding_in_processes_equals_one_by_one(word_scorer):
+    scorer = Scorer(None, None, str(word_scorer), ALPHABET)
+    texts = ["the cat sat", "a dog", "the rat ate the cat", "the log"]
+    probs = [probs_for(t) for t in texts]
+    width = max(len(p) for p in probs)
+    batch = np.stack([np.pad(p, ((0, width - len(p)), (0, 0))) for p in probs])
+    results = ctc_beam_search_decoder_batch(batch, [len(p) for p in probs], ALPHABET, 32, 2, scorer=scorer)
+    assert [r[0].transcript for r in results] == texts
+    single = [ctc_beam_search_decoder(p, ALPHABET, 32, scorer=scorer)[0] for p in probs]
+    assert [r[0].confidence for r in results] == pytest.approx([s.confidence for s in single])
+
+
+@needs_kenlm
+def test_character_scorer_for_mandarin(tmp_path):
+    alphabet = Alphabet.from_labels(list("床前明月光疑是地上霜"))
+    alphabet.to_file(str(tmp_path / "alphabet.txt"))
+    lm = build_lm(tmp_path, ["床前明月光", "疑是地上霜", "明月光", "地上霜"] * 5, "--character_level")
+    scorer = Scorer(None, None, str(package(tmp_path, lm, "zh.scorer", tmp_path / "alphabet.txt")), alphabet)
+    assert scorer.is_utf8_mode()
+    probs = probs_for("明月光", alphabet, confusion={1: ("是", 0.95)})  # 月 barely wins over 是
+    scorer.reset_params(0.0, 0.0)
+    assert ctc_beam_search_decoder(probs, alphabet, 16, scorer=scorer)[0].transcript == "明月光"
+    scorer.reset_params(2.0, 0.0)
+    assert ctc_beam_search_decoder(probs_for("明是光", alphabet, confusion={1: ("月", 0.8)}), alphabet, 16,
+                                   scorer=scorer)[0].transcript == "明月光"  # the LM prefers 明月光
+
+
+def write_const_fst(f, words):
+    """An OpenFST ConstFst (aligned, as Mozilla writes it) accepting ``words`` (label ids + 1)."""
+    trie, finals = [{}], set()
+    for word in words:
+        node = 0
+        for label in word:
+            if label not in trie[node]:
+                trie.append({})
+                trie[node][label] = len(trie) - 1
+            node = trie[node][label]
+        finals.add(node)
+    header = struct.pack("<i", 2125659606)
+    for s in (b"const", b"standard"):
+        header += struct.pack("<i", len(s)) + s
+    arcs = [(label, nxt) for node in trie for label, nxt in sorted(node.items())]
+    header += struct.pack("<iiQqqq", 1, 0, 0, 0, len(trie), len(arcs))
+    f.write(header)
+    f.write(b"\0" * (-f.tell() % 16))
+    pos = 0
+    for i, node in enumerate(trie):
+        f.write(struct.pack("<fIIII", 0.0 if i in finals else float("inf"), pos, len(node), 0, len(node)))
+        pos += len(node)
+    f.write(b"\0" * (-f.tell() % 16))
+    for label, nxt in arcs:
+        f.write(struct.pack("<iifi", label, label, 0.0, nxt))
+
+
+def test_reads_mozilla_scorer_files(word_scorer, tmp_path):
+    lm = (word_scorer.parent / "lm" / "lm.binary").read_bytes()
+    vocab = (word_scorer.parent / "lm" / "vocab-500.txt").read_text().split()
+    mozilla = tmp_path / "mozilla.scorer"
+    with open(mozilla, "wb") as f:
+        f.write(lm + struct.pack("<i", 0x54524945) + struct.pack("<i?dd", 6, False, 0.931289039105002,
+                                                                   1.1834137581510284))
+        write_const_fst(f, [[i + 1 for i in ALPHABET.Encode(w)] for w in vocab])
+    info = read_package(str(mozilla))
+    assert info.mozilla and (info.alpha, info.beta) == (0.931289039105002, 1.1834137581510284)
+    scorer = Scorer(None, None, str(mozilla), ALPHABET)
+    assert sorted(scorer.vocabulary) == sorted(vocab)
+    assert ctc_beam_search_decoder(probs_for("the kat sat"), ALPHABET, 32, scorer=scorer)[0][1] == "the cat sat"
+    set_default_params(str(mozilla), 0.5, 2.0)
+    assert (read_package(str(mozilla)).alpha, read_package(str(mozilla)).beta) == (0.5, 2.0)
+
+
+def test_bad_scorers_and_probabilities_give_clear_errors(word_scorer, tmp_path):
+    with pytest.raises(ScorerError, match="nope.scorer: scorer file not found"):
+        Scorer(None, None, str(tmp_path / "nope.scorer"), ALPHABET)
+    (tmp_path / "text.scorer").write_text("hello")
+    with pytest.raises(ScorerError, match="text.scorer: not a scorer"):
+        Scorer(None, None, str(tmp_path / "text.scorer"), ALPHABET)
+    bare = tmp_path / "bare.scorer"
+    shutil.copy(word_scorer.parent / "lm" / "lm.binary", bare)
+    with pytest.raises(ScorerError, match="bare.scorer: a bare KenLM model"):
+        Scorer(None, None, str(bare), ALPHABET)
+    data = word_scorer.read_bytes()
+    (tmp_path / "cut.scorer").write_bytes(data[:len(data) - 40])
+    with pytest.raises(ScorerError, match="cut.scorer"):
+        Scorer(None, None, str(tmp_path / "cut.scorer"), ALPHABET)
+    other = Alphabet.from_labels(list(" abcdefghijklmnopqrstuvwxyz"))
+    with pytest.raises(ScorerError, match="built for another alphabet .28 labels, the model has 27"):
+        Scorer(None, None, str(word_scorer), other)
+    with pytest.raises(ValueError, match=r"expected \[time, 29\]"):
+        ctc_beam_search_decoder(np.ones((5, 30)) / 30, ALPHABET, 8)
