@@ -35,7 +35,7 @@ $(STAMP)/python: requirements.txt training/pyproject.toml $(STAMP)/apt
 	$(PY) -m pip install -q --no-deps -e training -e native_client/ctcdecode
 	@touch $@
 
-$(STAMP)/kenlm: requirements.txt $(STAMP)/python
+$(STAMP)/kenlm: requirements.txt $(STAMP)/apt | $(STAMP)/python
 	@rm -rf .cache/kenlm && mkdir -p .cache/kenlm/src .cache/kenlm/build
 	$(PY) -m pip download -q --no-deps --no-binary kenlm -d .cache/kenlm kenlm==$(KENLM_VERSION)
 	tar xzf .cache/kenlm/kenlm-$(KENLM_VERSION).tar.gz -C .cache/kenlm/src --strip-components 1
@@ -52,10 +52,10 @@ test: install
 test-all: install
 	$(PY) -m pytest -q -n 2 tests
 
-$(DEMO_DATA)/train.csv: | install
+$(DEMO_DATA)/lm.txt: | install
 	$(PY) bin/import_espeak.py $(DEMO_DATA) --language en $(DEMO_CORPUS_FLAGS)
 
-demo: install $(DEMO_DATA)/train.csv
+demo: install $(DEMO_DATA)/lm.txt
 	bin/run-demo.sh $(DEMO_DATA) $(DEMO_CKPT)
 
 smoke: install

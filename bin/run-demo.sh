@@ -23,7 +23,7 @@ echo "== Building a 4-gram KenLM scorer from $data/lm.txt"
 "$PY" data/lm/generate_lm.py --input_txt "$data/lm.txt" --output_dir "$run/lm" --top_k 1000 \
   --arpa_order 4 --max_arpa_memory 20% --arpa_prune "0|0|1" --binary_a_bits 255 --binary_q_bits 8 \
   --binary_type trie --discount_fallback
-.venv/bin/generate_scorer_package --alphabet "$data/alphabet.txt" --lm "$run/lm/lm.binary" \
+"$(dirname "$PY")/generate_scorer_package" --alphabet "$data/alphabet.txt" --lm "$run/lm/lm.binary" \
   --vocab "$run/lm/vocab-1000.txt" --package "$run/kenlm.scorer" --default_alpha 0.931289039105002 \
   --default_beta 1.1834137581510284
 echo "== Testing with beam search and the scorer"
