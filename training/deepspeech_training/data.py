@@ -16,7 +16,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from .features import AudioError, FeatureConfig, audio_info, audio_tensor, is_native_wav, spectrogram
+from .features import (AudioError, FeatureCache, FeatureConfig, audio_info, audio_tensor, is_native_wav,
+                       spectrogram)
 from ds_ctcdecoder.alphabet import Alphabet
 from .util.log import log
 
@@ -49,22 +50,24 @@ def ctc_frames_needed(labels) -> int:
     return len(labels) + sum(1 for a, b in zip(labels, labels[1:]) if a == b)
 
 
-def read_csv_rows(csv_path: str) -> list[Row]:
-    """Rows of a Mozilla CSV; relative paths resolve against the CSV's folder."""
+def read_csv_rows(csv_path: str, labeled: bool = True) -> list[Row]:
+    """Rows of a Mozilla CSV; relative paths resolve against the CSV's folder. Unlabeled sets (noise
+    for --augment overlay) may lack the transcript column."""
     if not os.path.isfile(csv_path):
         raise DataError(f"{csv_path}: data set CSV not found")
     base = os.path.dirname(os.path.abspath(csv_path))
     rows = []
     with open(csv_path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        required = REQUIRED_COLUMNS if labeled else REQUIRED_COLUMNS[:1]
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(f"{csv_path}: missing column(s) {', '.join(missing)} "
                             f"(expected wav_filename,wav_filesize,transcript)")
         name = os.path.basename(csv_path)
         for line, record in enumerate(reader, start=2):
             path = os.path.join(base, record["wav_filename"] or "")
-            rows.append(Row(path, (record["transcript"] or "").strip(), f"{name}:{line}"))
+            rows.append(Row(path, (record.get("transcript") or "").strip(), f"{name}:{line}"))
     return rows
 
 
@@ -162,20 +165,36 @@ def padding_efficiency(samples: list[Sample], order: np.ndarray, batch_size: int
 
 
 def make_dataset(samples: list[Sample], order: np.ndarray, features: FeatureConfig, batch_size: int,
-                 drop_remainder: bool = False) -> tf.data.Dataset:
+                 drop_remainder: bool = False, augment=None, cache: FeatureCache | None = None
+                 ) -> tf.data.Dataset:
     """Batches ((features [B,T,F], lengths [B]), (labels [B,L], label lengths [B]), indices [B]).
 
-    Decoding and featurization run in parallel; batches are prefetched.
+    Decoding and featurization run in parallel; batches are prefetched. Training passes ``augment``
+    (an augment.Augmenter for the epoch) and ``cache`` (--feature_cache, un-augmented features).
     """
     order = np.asarray(order, dtype=np.int64)
     paths = tf.constant([samples[i].path for i in order])
     native = tf.constant([samples[i].native_wav for i in order])
     labels = tf.ragged.constant([list(samples[i].labels) for i in order], dtype=tf.int32,
                                 row_splits_dtype=tf.int64) if len(order) else None
-    ds = tf.data.Dataset.from_tensor_slices((paths, native, labels, tf.constant(order)))
+    cache_files = tf.constant([cache.file_for(samples[i].path) if cache else "" for i in order], tf.string)
+    positions = tf.range(len(order), dtype=tf.int64)  # in this dataset: moves the augmentation clock
+    ds = tf.data.Dataset.from_tensor_slices((paths, native, labels, tf.constant(order), positions,
+                                             cache_files))
 
-    def featurize(path, native_wav, label, index):
-        spec = spectrogram(audio_tensor(path, native_wav, features), features)
+    def featurize(path, native_wav, label, index, position, cache_file):
+        def load_audio():
+            return audio_tensor(path, native_wav, features)
+
+        def plain_spectrogram():
+            if cache is None:
+                return spectrogram(load_audio(), features)
+            return cache.spectrogram(cache_file, load_audio)
+
+        if augment:
+            spec = augment.spectrogram(load_audio, plain_spectrogram, label, index, position)
+        else:
+            spec = plain_spectrogram()
         return spec, tf.shape(spec)[0], label, tf.shape(label)[0], index
 
     ds = ds.map(featurize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

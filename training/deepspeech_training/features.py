@@ -6,6 +6,11 @@ that evaluation and inference compute exactly what training did.
 from __future__ import annotations
 
 import dataclasses
+import glob
+import hashlib
+import json
+import os
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,3 +114,55 @@ def audio_tensor(path: tf.Tensor, native_wav: tf.Tensor, config: FeatureConfig) 
 
     audio = tf.cond(native_wav, native, other)
     return tf.ensure_shape(audio, [None])
+
+
+def _write_atomically(path: bytes, data: bytes) -> np.bool_:
+    """Write via a temporary file: a run killed mid-write never leaves a truncated cache entry."""
+    path = path.decode()
+    temporary = f"{path}.{os.getpid()}.{id(data)}.tmp"
+    with open(temporary, "wb") as f:
+        f.write(data)
+    os.replace(temporary, path)
+    return np.bool_(True)
+
+
+class FeatureCache:
+    """``--feature_cache``: the un-augmented features of the training files on disk, one file each.
+
+    An entry is computed the first time its file is used and read back afterwards; its name hashes the
+    file's path, size and modification time and the feature config, so a changed file or config is
+    never served stale. Augmentations run after the cache, so cached features never freeze them.
+    ``generation`` (--cache_for_epochs) starts a fresh cache; older generations are deleted.
+    """
+
+    def __init__(self, directory: str, config: FeatureConfig, generation: int = 0):
+        self.directory = os.path.join(directory, f"generation-{generation}")
+        for stale in glob.glob(os.path.join(glob.escape(directory), "generation-*")):
+            if os.path.abspath(stale) != os.path.abspath(self.directory):
+                shutil.rmtree(stale, ignore_errors=True)
+        os.makedirs(self.directory, exist_ok=True)
+        self.config = config
+        self._config_key = json.dumps(config.to_dict(), sort_keys=True)
+
+    def file_for(self, path: str) -> str:
+        stat = os.stat(path)
+        key = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{self._config_key}"
+        return os.path.join(self.directory, hashlib.sha1(key.encode()).hexdigest() + ".tensor")
+
+    def spectrogram(self, cache_file: tf.Tensor, load_audio) -> tf.Tensor:
+        """Inside tf.data: the cached spectrogram, or compute it from ``load_audio()`` and store it."""
+        def read():
+            return tf.io.parse_tensor(tf.io.read_file(cache_file), tf.float32)
+
+        def compute():
+            spec = spectrogram(load_audio(), self.config)
+            written = tf.numpy_function(_write_atomically, [cache_file, tf.io.serialize_tensor(spec)],
+                                        tf.bool, stateful=True)
+            with tf.control_dependencies([written]):
+                return tf.identity(spec)
+
+        exists = tf.numpy_function(lambda p: np.bool_(os.path.exists(p.decode())), [cache_file], tf.bool,
+                                   stateful=True)
+        spec = tf.cond(tf.reshape(exists, []), read, compute)
+        bins = self.config.n_features
+        return tf.ensure_shape(tf.reshape(spec, [-1, bins]), [None, bins])

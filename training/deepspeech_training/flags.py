@@ -5,6 +5,7 @@ import os
 
 from absl import flags
 
+from .augment import parse_augmentations
 from .decoding import DecoderConfig
 from .features import FeatureConfig
 from .model import ConvSpec, ModelConfig
@@ -31,6 +32,14 @@ def define_flags() -> None:
     f.DEFINE_boolean("skip_bad_samples", True, "report and skip CSV rows that cannot be used (missing or "
                      "unreadable audio, empty or out-of-alphabet transcript, transcript too long for the "
                      "audio); --noskip_bad_samples stops at the first one instead")
+    f.DEFINE_string("feature_cache", "", "directory caching the training set's un-augmented features "
+                    "(one file per audio file, written the first time it is used); augmentations run after "
+                    "the cache, so they still differ every epoch")
+    f.DEFINE_integer("cache_for_epochs", 0, "start a fresh --feature_cache every N epochs (0 = never)")
+    f.DEFINE_multi_string("augment", None, "augment training samples on the fly, repeatable: "
+                          "--augment NAME[p=P,KEY=VALUE,...], values v, v~r (random radius), start:end "
+                          "(moving over training), start:end~r. NAMEs: overlay reverb resample codec "
+                          "volume speed pitch tempo warp frequency_mask time_mask dropout add multiply")
     # Features
     f.DEFINE_integer("audio_sample_rate", 16000, "sample rate the model works at; other rates are resampled")
     f.DEFINE_integer("feature_win_len", 20, "spectrogram window length in milliseconds (the paper's 20 ms)")
@@ -170,7 +179,9 @@ def train_config() -> TrainConfig:
         es_min_delta=FLAGS.es_min_delta, reduce_lr_on_plateau=FLAGS.reduce_lr_on_plateau,
         plateau_epochs=FLAGS.plateau_epochs, plateau_reduction=FLAGS.plateau_reduction,
         mixed_precision=FLAGS.automatic_mixed_precision, show_progressbar=FLAGS.show_progressbar,
-        summary_dir=FLAGS.summary_dir or _default_dir("summaries"))
+        summary_dir=FLAGS.summary_dir or _default_dir("summaries"),
+        augmentations=parse_augmentations(FLAGS.augment), feature_cache=FLAGS.feature_cache,
+        cache_for_epochs=FLAGS.cache_for_epochs)
 
 
 def decoder_config() -> DecoderConfig:

@@ -13,8 +13,9 @@ from tqdm import tqdm
 
 from . import evaluate as ev
 from .checkpoint import CheckpointStore
+from .augment import Augmenter
 from .data import Sample, batch_order, feature_statistics, make_dataset, padding_efficiency
-from .features import FeatureConfig
+from .features import FeatureCache, FeatureConfig
 from .model import DeepSpeech2, ModelConfig
 from ds_ctcdecoder.alphabet import Alphabet
 from .util.log import log
@@ -48,6 +49,9 @@ class TrainConfig:
     mixed_precision: bool = False
     show_progressbar: bool = True
     summary_dir: str = ""
+    augmentations: tuple = ()  # augment.Augmentation objects (--augment), applied to training data only
+    feature_cache: str = ""  # directory of un-augmented training features ("" = none)
+    cache_for_epochs: int = 0  # a fresh feature cache every N epochs (0 = never)
 
 
 @dataclass
@@ -158,6 +162,12 @@ class Trainer:
         self.store.describe(description, flags_text)
         self.description = description
         log.info(self.model.summary_line())
+        self.augmenter = Augmenter(cfg.augmentations, features, model_cfg.time_stride, cfg.random_seed)
+        if self.augmenter:
+            log.info("Augmenting training samples: %s", self.augmenter.describe())
+        if cfg.cache_for_epochs and cfg.feature_cache:
+            log.info("--cache_for_epochs %d: the cache holds un-augmented features, so a fresh one only "
+                     "costs time; augmentations differ every epoch without it", cfg.cache_for_epochs)
 
     @property
     def learning_rate(self):
@@ -216,8 +226,12 @@ class Trainer:
         if epoch == 0 and done == 0:
             log.info("Padding efficiency: %.1f%% of padded frames are audio",
                      100 * padding_efficiency(train, order, global_batch))
+        augment = self.augmenter.for_epoch(epoch, cfg.epochs, len(order), done * global_batch) \
+            if self.augmenter else None
+        cache = FeatureCache(cfg.feature_cache, self.features, epoch // cfg.cache_for_epochs
+                             if cfg.cache_for_epochs else 0) if cfg.feature_cache else None
         dataset = make_dataset(train, order[done * global_batch:], self.features, global_batch,
-                               drop_remainder=True)
+                               drop_remainder=True, augment=augment, cache=cache)
         losses, last_save = [], time.time()
         audio_seconds, started = 0.0, time.time()
         last_log = started

@@ -35,3 +35,28 @@ def plot_training_curves(history: np.ndarray, out_dir: str) -> str | None:
     plt.close(fig)
     os.replace(f"{path}.tmp.png", path)
     return path
+
+
+def plot_augmented_sample(original: np.ndarray, augmented: np.ndarray, path: str, title: str = "",
+                          frame_ms: float = 10.0) -> str:
+    """Two log spectrograms [T, F], before and after augmentation (what the model is fed) -> ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    low = min(np.percentile(original, 1), np.percentile(augmented, 1))  # one colour scale for both
+    high = max(original.max(), augmented.max())
+    longest = max(len(original), len(augmented)) * frame_ms / 1000
+    fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 2.5 * longest), 6), sharex=True)
+    for ax, spec, name in zip(axes, (original, augmented), ("original", "augmented (the model's input)")):
+        image = ax.imshow(spec.T, origin="lower", aspect="auto", vmin=low, vmax=high, cmap="magma",
+                          extent=(0, len(spec) * frame_ms / 1000, 0, spec.shape[1]))
+        ax.set(ylabel="frequency bin", title=name)
+    axes[-1].set(xlabel="seconds", xlim=(0, longest))  # tempo and speed change the length
+    fig.colorbar(image, ax=axes, label="log power")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
