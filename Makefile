@@ -27,12 +27,12 @@ $(STAMP)/apt: Makefile
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); fi
 	@touch $@
 
-$(STAMP)/python: requirements.txt training/pyproject.toml $(STAMP)/apt
+$(STAMP)/python: requirements.txt training/pyproject.toml native_client/python/pyproject.toml $(STAMP)/apt
 	@mkdir -p $(STAMP)
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e training -e native_client/ctcdecode
+	$(PY) -m pip install -q --no-deps -e training -e native_client/ctcdecode -e native_client/python
 	@touch $@
 
 $(STAMP)/kenlm: requirements.txt $(STAMP)/apt | $(STAMP)/python

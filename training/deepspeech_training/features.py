@@ -14,12 +14,8 @@ import shutil
 from dataclasses import dataclass
 
 import numpy as np
-import soundfile
 import tensorflow as tf
-
-
-class AudioError(ValueError):
-    """An audio file that cannot be used; the message names the file."""
+from deepspeech.audio import AudioError, audio_info, load_audio, resample  # noqa: F401 (one implementation)
 
 
 @dataclass(frozen=True)
@@ -64,37 +60,6 @@ def spectrogram(audio: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
                           fft_length=config.frame_length, pad_end=False)
     power = tf.math.real(stft) ** 2 + tf.math.imag(stft) ** 2
     return tf.math.log(power + 1e-10)
-
-
-def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Band-limited (FFT) resampling of a whole clip."""
-    if source_rate == target_rate:
-        return audio
-    n_out = int(round(len(audio) * target_rate / source_rate))
-    spectrum = np.fft.rfft(audio)
-    keep = n_out // 2 + 1
-    out = np.zeros(keep, dtype=spectrum.dtype)
-    n = min(keep, len(spectrum))
-    out[:n] = spectrum[:n]
-    return (np.fft.irfft(out, n_out) * (n_out / len(audio))).astype(np.float32)
-
-
-def load_audio(path: str, sample_rate: int) -> np.ndarray:
-    """Any format libsndfile reads -> mono float32 at ``sample_rate``."""
-    try:
-        audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except Exception as err:  # soundfile raises several types for unreadable files
-        raise AudioError(f"{path}: cannot read audio ({err})") from err
-    if audio.shape[0] == 0:
-        raise AudioError(f"{path}: no audio samples")
-    return resample(audio.mean(axis=1), rate, sample_rate)
-
-
-def audio_info(path: str) -> soundfile._SoundFileInfo:
-    try:
-        return soundfile.info(path)
-    except Exception as err:
-        raise AudioError(f"{path}: not a readable audio file ({err})") from err
 
 
 def is_native_wav(info, sample_rate: int) -> bool:

@@ -7,6 +7,7 @@ from absl import flags
 
 from .augment import parse_augmentations
 from .decoding import DecoderConfig
+from .export import ExportConfig, ModelCard
 from .features import FeatureConfig
 from .model import ConvSpec, ModelConfig
 from .train import TrainConfig
@@ -126,6 +127,56 @@ def define_flags() -> None:
     f.DEFINE_integer("log_level", 1, "log level: 0 DEBUG, 1 INFO, 2 WARNING, 3 ERROR")
     f.DEFINE_string("one_shot_infer", "", "an audio file to transcribe with the checkpoint, printing the "
                     "transcript (no training)")
+    _define_export_flags()
+
+
+def _define_export_flags() -> None:
+    """Mozilla's export flags (names and defaults), plus quantization, SavedModel and .pbmm."""
+    f = flags
+    f.DEFINE_string("export_dir", "", "export the model (best checkpoint, see --load_evaluate) into this "
+                    "directory: output_graph.pb always, .pbmm/.tflite/saved_model by the flags below, and the "
+                    "model card <author>_<model_name>_<version>.md; after training when given with "
+                    "--train_files, else from --checkpoint_dir")
+    f.DEFINE_boolean("remove_export", False, "remove the files of a previous export in --export_dir first")
+    f.DEFINE_string("export_file_name", "output_graph", "base name of the exported model files")
+    f.DEFINE_boolean("export_tflite", False, "also export <export_file_name>.tflite (the client runs it with "
+                     "ai-edge-litert alone, without TensorFlow; quantized by --export_quantize)")
+    f.DEFINE_boolean("export_pbmm", False, "also write <export_file_name>.pbmm, the frozen graph with "
+                     "memory-mapped weights (what bin/convert_graphdef_memmapped_format.py makes from the .pb)")
+    f.DEFINE_boolean("export_savedmodel", False, "also export a TensorFlow SavedModel (saved_model/, "
+                     "signature serving_default)")
+    f.DEFINE_boolean("export_zip", False, "export TFLite and pack it with the model card and the "
+                     "--scorer_path scorer into <export_dir>.zip")
+    f.DEFINE_enum("export_quantize", "dynamic", ["none", "fp16", "dynamic", "int8"], "quantization of the "
+                  "TFLite model: none (float32), fp16 (float16 weights), dynamic (int8 weights, Mozilla's "
+                  "TFLite export), int8 (full integer, calibrated on --export_calibration_files; float input "
+                  "and output). The .pb, .pbmm and SavedModel stay float32")
+    f.DEFINE_string("export_calibration_files", "", "comma-separated CSV files whose audio calibrates "
+                    "--export_quantize int8 (default: --train_files)")
+    f.DEFINE_integer("export_calibration_samples", 100, "utterances of --export_calibration_files used to "
+                     "calibrate int8 quantization (spread evenly over the files)")
+    f.DEFINE_integer("export_batch_size", 1, "batch size of the exported model; only 1 is supported (one "
+                     "stream per model call)")
+    f.DEFINE_integer("n_steps", 16, "output frames per call of an exported streaming (step) model")
+    f.DEFINE_integer("export_beam_width", 500, "default beam width of the exported model's client decoder")
+    card = {
+        "author_id": ("author", "author of the exported model: a GitHub user or organization name"),
+        "model_name": ("model", "name of the exported model; must not include the version number"),
+        "model_version": ("0.0.1", "semantic version of the exported model"),
+        "contact_info": (None, "public contact information of the author. Can be an email address, or a "
+                         "link to a contact form, issue tracker, or discussion forum. Must provide a way to "
+                         "reach the model authors"),
+        "license": (None, "SPDX identifier of the license of the exported model"),
+        "language": (None, "language the model was trained on - IETF BCP 47 language tag including at "
+                     "least language, script and region subtags. E.g. \"en-Latn-UK\" or \"de-Latn-DE\""),
+        "min_ds_version": (None, "minimum deepspeech client version (inclusive) the exported model is "
+                           "compatible with"),
+        "max_ds_version": (None, "maximum deepspeech client version (inclusive) the exported model is "
+                           "compatible with"),
+        "description": (None, "free-form description of the model (the model card's body)"),
+    }
+    for name, (default, help_text) in card.items():  # Mozilla's defaults: the help text in <>
+        f.DEFINE_string(f"export_{name}", f"<{help_text}>" if default is None else default, help_text)
 
 
 def parse_conv_layers(spec: str, conv_type: str) -> tuple[ConvSpec, ...]:
@@ -182,6 +233,24 @@ def train_config() -> TrainConfig:
         summary_dir=FLAGS.summary_dir or _default_dir("summaries"),
         augmentations=parse_augmentations(FLAGS.augment), feature_cache=FLAGS.feature_cache,
         cache_for_epochs=FLAGS.cache_for_epochs)
+
+
+def export_config() -> ExportConfig:
+    if FLAGS.export_batch_size != 1:
+        raise ValueError(f"--export_batch_size {FLAGS.export_batch_size}: only 1 is supported (the "
+                         f"exported model runs one stream per call)")
+    calibration = FLAGS.export_calibration_files or FLAGS.train_files
+    card = ModelCard(**{name: getattr(FLAGS, f"export_{name}") for name in (
+        "author_id", "model_name", "model_version", "contact_info", "license", "language", "description",
+        "min_ds_version", "max_ds_version")})
+    return ExportConfig(
+        export_dir=FLAGS.export_dir, file_name=FLAGS.export_file_name, tflite=FLAGS.export_tflite,
+        pbmm=FLAGS.export_pbmm, savedmodel=FLAGS.export_savedmodel, zip=FLAGS.export_zip,
+        quantize=FLAGS.export_quantize,
+        calibration_files=tuple(p.strip() for p in calibration.split(",") if p.strip()),
+        calibration_samples=FLAGS.export_calibration_samples, n_steps=FLAGS.n_steps,
+        beam_width=FLAGS.export_beam_width, scorer_path=FLAGS.scorer_path,
+        remove_existing=FLAGS.remove_export, card=card)
 
 
 def decoder_config() -> DecoderConfig:

@@ -168,29 +168,60 @@ class MaskedBatchNorm(layers.Layer):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
 
 
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF 'same' padding (left, right) for an axis of static ``size``."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
 @keras.saving.register_keras_serializable(PACKAGE)
 class ConvBlock(layers.Layer):
-    """Convolution (2D over time x frequency, or 1D over time) + BatchNorm + clipped ReLU."""
+    """Convolution (2D over time x frequency, or 1D over time) + BatchNorm + clipped ReLU.
+
+    Time padding is explicit and length-independent (TF 'same' moves its left pad with len mod
+    stride, so frame alignment would depend on the whole utterance's length, which a stream cannot
+    know): ``left_pad`` frames before, enough after for ceil(len / stride) outputs. ``left_pad`` is
+    what 'same' uses when len is a multiple of the stride, so older checkpoints keep their meaning.
+    The frequency axis of a 2D convolution keeps 'same' padding.
+    """
 
     def __init__(self, filters, kernel, stride, conv_type="2d", relu_clip=20.0, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.kernel, self.stride = filters, tuple(kernel), tuple(stride)
         self.conv_type, self.relu_clip = conv_type, relu_clip
         if conv_type == "2d":
-            self.conv = layers.Conv2D(filters, self.kernel, self.stride, padding="same",
+            self.conv = layers.Conv2D(filters, self.kernel, self.stride, padding="valid",
                                       use_bias=False, name="conv")
         else:
-            self.conv = layers.Conv1D(filters, self.kernel[0], self.stride[0], padding="same",
+            self.conv = layers.Conv1D(filters, self.kernel[0], self.stride[0], padding="valid",
                                       use_bias=False, name="conv")
         self.bn = MaskedBatchNorm(name="bn")
 
-    def call(self, x, lengths, training=False):
-        y = self.conv(x)
-        lengths = (lengths + self.stride[0] - 1) // self.stride[0]
-        mask = _frame_mask(lengths, ops.shape(y)[1])
+    @property
+    def left_pad(self) -> int:
+        return max(self.kernel[0] - self.stride[0], 0) // 2
+
+    def convolve_valid(self, x):
+        """The convolution with no time padding (the frequency axis padded as 'same')."""
+        if self.conv_type == "2d":
+            left, right = same_padding(x.shape[2], self.kernel[1], self.stride[1])
+            x = ops.pad(x, [[0, 0], [0, 0], [left, right], [0, 0]])
+        return self.conv(x)
+
+    def activate(self, y, mask, training=False):
+        """BatchNorm + clipped ReLU, then zero the frames outside ``mask`` [B, T]."""
         y = clipped_relu(self.bn(y, mask, training=training), self.relu_clip)
-        y = y * ops.cast(ops.reshape(mask, ops.shape(mask) + (1,) * (len(y.shape) - 2)), y.dtype)
-        return y, lengths
+        return y * ops.cast(ops.reshape(mask, ops.shape(mask) + (1,) * (len(y.shape) - 2)), y.dtype)
+
+    def call(self, x, lengths, training=False):
+        k, s = self.kernel[0], self.stride[0]
+        out_steps = (ops.shape(x)[1] + s - 1) // s
+        # a static right pad (k frames are always enough), then the first ceil(T / s) outputs: a pad
+        # computed from T would hide the static feature size from the TFLite converter
+        time_pad = [[0, 0], [self.left_pad, k]] + [[0, 0]] * (len(x.shape) - 2)
+        y = self.convolve_valid(tf.pad(x, time_pad))[:, :out_steps]
+        lengths = (lengths + s - 1) // s
+        return self.activate(y, _frame_mask(lengths, ops.shape(y)[1]), training), lengths
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel": self.kernel,
@@ -228,8 +259,9 @@ class RecurrentLayer(layers.Layer):
         self.recurrent_bias = self.add_weight(
             name="recurrent_bias", shape=(n, g * u), initializer=bias_init)
 
-    def _step(self, state, x_t):
-        h = state[0] if self.rnn_type == "lstm" else state
+    def step(self, state, x_t):
+        """One time step: state, projected input [directions, B, gates * units] -> new state."""
+        h = self.output_of(state)
         hh = tf.matmul(h, self.recurrent_kernel) + self.recurrent_bias[:, None, :]
         if self.rnn_type == "gru":  # reset gate after the product (cuDNN's formulation)
             xz, xr, xn = tf.split(x_t, 3, axis=-1)
@@ -243,20 +275,32 @@ class RecurrentLayer(layers.Layer):
             return tf.stack([tf.sigmoid(o) * tf.tanh(c), c])
         return clipped_relu(x_t + hh, self.relu_clip)
 
+    def project(self, x, mask, training=False):
+        """BN(W x) for all frames at once: [B, T, D] -> [B, T, directions, gates * units]."""
+        xp = self.bn(tf.matmul(x, ops.cast(self.input_kernel, x.dtype)), mask, training=training)
+        return tf.reshape(xp, [ops.shape(x)[0], ops.shape(x)[1], self.directions,
+                               self.gates * self.units])
+
+    def zero_state(self, batch, dtype="float32"):
+        """The initial state: [directions, B, units] ([2, directions, B, units] for LSTM: h, c)."""
+        zeros = tf.zeros([self.directions, batch, self.units], dtype=dtype)
+        return tf.stack([zeros, zeros]) if self.rnn_type == "lstm" else zeros
+
+    def output_of(self, state):
+        """The hidden output h of a state made by ``zero_state`` or ``step``."""
+        return state[0] if self.rnn_type == "lstm" else state
+
     def call(self, x, lengths, training=False, initial_state=None):
-        n, g, u = self.directions, self.gates, self.units
         batch, steps = ops.shape(x)[0], ops.shape(x)[1]
         mask = _frame_mask(lengths, steps)
-        xp = self.bn(tf.matmul(x, ops.cast(self.input_kernel, x.dtype)), mask, training=training)
-        xp = tf.reshape(xp, [batch, steps, n, g * u])
+        xp = self.project(x, mask, training)
         if self.bidirectional:  # the backward direction reads each sequence from its own end
             fwd, bwd = xp[:, :, 0], tf.reverse_sequence(xp[:, :, 1], lengths, seq_axis=1, batch_axis=0)
             xp = tf.stack([fwd, bwd], axis=2)
         xs = tf.transpose(xp, [1, 2, 0, 3])  # [T, n, B, g*u]
         if initial_state is None:
-            zeros = tf.zeros([n, batch, u], dtype=x.dtype)
-            initial_state = tf.stack([zeros, zeros]) if self.rnn_type == "lstm" else zeros
-        states = tf.scan(self._step, xs, initializer=initial_state)
+            initial_state = self.zero_state(batch, x.dtype)
+        states = tf.scan(self.step, xs, initializer=initial_state)
         hs = states[:, 0] if self.rnn_type == "lstm" else states  # [T, n, B, u]
         hs = tf.transpose(hs, [2, 0, 1, 3])  # [B, T, n, u]
         if self.bidirectional:
@@ -282,10 +326,13 @@ class Lookahead(layers.Layer):
         self.kernel = self.add_weight(name="kernel", shape=(self.context + 1, input_shape[-1]),
                                       initializer="glorot_uniform")
 
-    def call(self, x):
-        padded = ops.pad(x, [[0, 0], [0, self.context], [0, 0]])
+    def valid(self, x):
+        """Outputs for the frames whose whole context is in ``x``: [B, T, D] -> [B, T - tau, D]."""
         kernel = ops.cast(self.kernel, x.dtype)[:, :, None]
-        return ops.depthwise_conv(padded, kernel, strides=1, padding="valid")
+        return ops.depthwise_conv(x, kernel, strides=1, padding="valid")
+
+    def call(self, x):
+        return self.valid(ops.pad(x, [[0, 0], [0, self.context], [0, 0]]))
 
     def get_config(self):
         return {**super().get_config(), "context": self.context}
@@ -312,7 +359,10 @@ class DeepSpeech2(keras.Model):
 
     def call(self, inputs, training=False):
         features, lengths = inputs
+        # zero beyond each length: padded raw frames would normalize to nonzero values and reach a
+        # sample's last outputs through the convolutions, making them depend on the batch
         x = self.normalization(features)
+        x = x * ops.cast(_frame_mask(lengths, ops.shape(x)[1])[:, :, None], x.dtype)
         if self.model_config.conv_type == "2d":
             x = x[..., None]
         for conv in self.convs:
@@ -324,8 +374,12 @@ class DeepSpeech2(keras.Model):
             x = self.dropout(rnn(x, lengths, training=training), training=training)
         if self.lookahead is not None:
             x = self.lookahead(x)
+        return self.head(x, training), lengths
+
+    def head(self, x, training=False):
+        """Per-frame output layers: (lookahead output) -> logits."""
         x = self.dropout(clipped_relu(self.fc(x), self.model_config.relu_clip), training=training)
-        return self.logits(x), lengths
+        return self.logits(x)
 
     def build_for(self, batch=1, steps=64):
         """Create all weights by running a dummy batch."""

@@ -1,4 +1,4 @@
-"""The trainer's entry point (``DeepSpeech.py``): train, test and one-shot inference."""
+"""The trainer's entry point (``DeepSpeech.py``): train, test, export and one-shot inference."""
 from __future__ import annotations
 
 import os
@@ -17,8 +17,9 @@ from .data import DataError, load_samples  # noqa: E402
 from .distribute import make_strategy  # noqa: E402
 from .features import AudioError, FeatureConfig, load_audio, spectrogram  # noqa: E402
 from .decoding import Decoder  # noqa: E402
-from .flags import (FLAGS, checkpoint_dirs, decoder_config, define_flags, feature_config,  # noqa: E402
-                    model_config, train_config)
+from .export import export_model  # noqa: E402
+from .flags import (FLAGS, checkpoint_dirs, decoder_config, define_flags, export_config,  # noqa: E402
+                    feature_config, model_config, train_config)
 from .model import DeepSpeech2, ModelConfig  # noqa: E402
 from .train import Trainer  # noqa: E402
 from ds_ctcdecoder.alphabet import Alphabet, AlphabetError  # noqa: E402
@@ -90,6 +91,13 @@ def _test(strategy, alphabet, load_dir):
     return reports
 
 
+def _export(alphabet, load_dir, config):
+    keras.mixed_precision.set_dtype_policy("float32")  # exports are float32, also after AMP training
+    # a plain model (the default strategy): its variables freeze and save as ordinary ones
+    model, features = load_for_inference(tf.distribute.get_strategy(), load_dir, alphabet)
+    export_model(model, features, alphabet.labels, config)
+
+
 def _one_shot(strategy, alphabet, load_dir):
     model, features = load_for_inference(strategy, load_dir, alphabet)
     spec = spectrogram(tf.constant(load_audio(FLAGS.one_shot_infer, features.sample_rate)), features)
@@ -103,8 +111,11 @@ def main(argv):
     setup_logging(FLAGS.log_level)
     keras.utils.set_random_seed(FLAGS.random_seed)
     try:
-        if not (FLAGS.train_files or FLAGS.test_files or FLAGS.one_shot_infer):
-            raise ValueError("nothing to do: give --train_files, --test_files or --one_shot_infer")
+        if not (FLAGS.train_files or FLAGS.test_files or FLAGS.export_dir or FLAGS.one_shot_infer):
+            raise ValueError("nothing to do: give --train_files, --test_files, --export_dir or --one_shot_infer")
+        export = export_config() if FLAGS.export_dir else None
+        if export:
+            export.validate()  # a wrong export flag fails now, not after training
         strategy = make_strategy(FLAGS.cpu_devices)
         alphabet = Alphabet.from_file(FLAGS.alphabet_config_path)
         load_dir, save_dir = checkpoint_dirs()
@@ -116,6 +127,8 @@ def main(argv):
             return 130 if outcome == "SIGINT" else 143
         if FLAGS.test_files:
             _test(strategy, alphabet, load_dir)
+        if export:
+            _export(alphabet, load_dir, export)
         if FLAGS.one_shot_infer:
             _one_shot(strategy, alphabet, load_dir)
     except USER_ERRORS as err:

@@ -1,0 +1,214 @@
+"""Speech to text with an exported Deep Speech 2 model: Mozilla DeepSpeech 0.9's Python API.
+
+    import deepspeech, numpy as np
+    model = deepspeech.Model("output_graph.tflite")      # .pb, .pbmm, .tflite or a SavedModel folder
+    model.enableExternalScorer("kenlm.scorer")
+    text = model.stt(np.frombuffer(wav_frames, np.int16))  # 16-bit samples at model.sampleRate()
+
+    stream = model.createStream()
+    for chunk in chunks:
+        stream.feedAudioContent(chunk)
+        print(stream.intermediateDecode())
+    print(stream.finishStream())
+
+Failures raise ``RuntimeError`` (``errors.DeepSpeechError``) with Mozilla's messages and codes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ds_ctcdecoder import Scorer, ScorerError, ctc_beam_search_decoder
+
+from . import errors
+from .acoustic import AcousticModel, open_runtime
+from .audio import from_int16
+from .errors import DeepSpeechError
+from .features import FrameStream, spectrogram
+from .metadata import CandidateTranscript, Metadata, TokenMetadata, candidate_from_result
+
+__version__ = (Path(__file__).resolve().parent / "VERSION").read_text().strip()
+__all__ = ["Model", "Stream", "Metadata", "CandidateTranscript", "TokenMetadata", "DeepSpeechError",
+           "version"]
+
+# Mozilla's streaming decoder hard-codes these; the one-shot decode uses the same.
+CUTOFF_PROB = 1.0
+CUTOFF_TOP_N = 40
+
+
+def version() -> str:
+    """The client's version (Mozilla's ``deepspeech.version()``)."""
+    return __version__
+
+
+class _Decoding:
+    """What a decode uses, fixed when a stream is created (as Mozilla's decoder state)."""
+
+    def __init__(self, acoustic: AcousticModel, beam_width: int, scorer, hot_words: dict):
+        self.acoustic, self.beam_width, self.scorer = acoustic, beam_width, scorer
+        self.hot_words = dict(hot_words) if scorer is not None else {}
+
+    def decode(self, probs, num_results: int) -> Metadata:
+        acoustic = self.acoustic
+        if probs is None or len(probs) == 0:
+            return Metadata((CandidateTranscript((), 0.0),))
+        results = ctc_beam_search_decoder(
+            probs, acoustic.alphabet, max(1, int(self.beam_width)), cutoff_prob=CUTOFF_PROB,
+            cutoff_top_n=CUTOFF_TOP_N, scorer=self.scorer, hot_words=self.hot_words,
+            num_results=max(1, int(num_results)))
+        return Metadata(tuple(candidate_from_result(r, acoustic.alphabet, acoustic.frame_seconds, acoustic.utf8)
+                              for r in results))
+
+
+def _samples(audio_buffer, call: str) -> np.ndarray:
+    """The API's audio: 16-bit samples (numpy int16, or integers that fit), mono."""
+    audio = np.asarray(audio_buffer)
+    if audio.dtype == np.int16:
+        pass
+    elif audio.size == 0:
+        audio = audio.astype(np.int16)
+    elif np.issubdtype(audio.dtype, np.integer) and audio.min() >= -32768 and audio.max() <= 32767:
+        audio = audio.astype(np.int16)
+    else:
+        raise TypeError(f"{call}: audio must be 16-bit samples (a numpy int16 array), got {audio.dtype} "
+                        f"values; scale float audio in [-1, 1] by 32767 and convert it with .astype(np.int16)")
+    if audio.ndim > 1 and sum(n > 1 for n in audio.shape) > 1:
+        raise ValueError(f"{call}: audio must be mono (one channel), got an array of shape {audio.shape}")
+    return audio.reshape(-1)
+
+
+class Model:
+    """An exported model: ``Model(model_path)`` (``.pb``, ``.pbmm``, ``.tflite`` or a SavedModel)."""
+
+    def __init__(self, model_path: str):
+        self._impl = None  # as Mozilla's: present even when loading fails
+        self._impl = AcousticModel(open_runtime(str(model_path) if model_path else ""), __version__)
+        self._beam_width = int(self._impl.metadata.get("beam_width") or 500)
+        self._scorer = None
+        self._hot_words: dict[str, float] = {}
+
+    # --- decoder settings
+    def beamWidth(self) -> int:  # noqa: N802 (Mozilla's names)
+        return self._beam_width
+
+    def setBeamWidth(self, beam_width: int) -> int:  # noqa: N802
+        """Returns 0 (Mozilla's status). A width below 1 decodes with width 1."""
+        self._beam_width = int(beam_width)
+        return errors.ERR_OK
+
+    def sampleRate(self) -> int:  # noqa: N802
+        return self._impl.sample_rate
+
+    def enableExternalScorer(self, scorer_path: str) -> None:  # noqa: N802
+        try:
+            scorer = Scorer(None, None, str(scorer_path), self._impl.alphabet)
+            scorer.lexicon()  # load the LM and vocabulary now, not at the first decode
+        except ScorerError as err:
+            raise DeepSpeechError("EnableExternalScorer", _scorer_error_code(err), str(err)) from None
+        self._scorer = scorer
+
+    def disableExternalScorer(self) -> int:  # noqa: N802
+        self._scorer = None
+        return errors.ERR_OK
+
+    def setScorerAlphaBeta(self, alpha: float, beta: float) -> int:  # noqa: N802
+        """Returns 0, or ERR_SCORER_NOT_ENABLED (0x2004) without a scorer (as Mozilla's)."""
+        if self._scorer is None:
+            return errors.ERR_SCORER_NOT_ENABLED
+        self._scorer.reset_params(alpha, beta)
+        return errors.ERR_OK
+
+    # --- hot words (need a scorer, as Mozilla's)
+    def addHotWord(self, word: str, boost: float) -> None:  # noqa: N802
+        self._need_scorer("AddHotWord")
+        if word in self._hot_words:
+            raise DeepSpeechError("AddHotWord", errors.ERR_FAIL_INSERT_HOTWORD, f"{word!r} is already a hot word")
+        self._hot_words[word] = float(boost)
+
+    def eraseHotWord(self, word: str) -> None:  # noqa: N802
+        self._need_scorer("EraseHotWord")
+        if self._hot_words.pop(word, None) is None:
+            raise DeepSpeechError("EraseHotWord", errors.ERR_FAIL_ERASE_HOTWORD, f"{word!r} is not a hot word")
+
+    def clearHotWords(self) -> None:  # noqa: N802
+        self._need_scorer("ClearHotWords")
+        self._hot_words.clear()
+
+    def _need_scorer(self, call: str) -> None:
+        if self._scorer is None:
+            raise DeepSpeechError(call, errors.ERR_SCORER_NOT_ENABLED, "enable a scorer first")
+
+    # --- speech to text
+    def stt(self, audio_buffer) -> str:
+        """16-bit mono samples at ``sampleRate()`` -> the best transcript."""
+        return str(self.sttWithMetadata(audio_buffer, 1).transcripts[0])
+
+    def sttWithMetadata(self, audio_buffer, num_results: int = 1) -> Metadata:  # noqa: N802
+        audio = from_int16(_samples(audio_buffer, "sttWithMetadata"))
+        probs = self._impl.probs(spectrogram(audio, self._impl.framing))
+        return self._decoding().decode(probs, num_results)
+
+    def createStream(self) -> "Stream":  # noqa: N802
+        return Stream(self._impl, self._decoding())
+
+    def _decoding(self) -> _Decoding:
+        return _Decoding(self._impl, self._beam_width, self._scorer, self._hot_words)
+
+
+def _scorer_error_code(err: ScorerError) -> int:
+    text = str(err)
+    if "not found" in text or "cannot read" in text:
+        return errors.ERR_SCORER_UNREADABLE
+    if "version" in text:
+        return errors.ERR_SCORER_VERSION_MISMATCH
+    if "KenLM" in text or "not a scorer" in text:
+        return errors.ERR_SCORER_INVALID_LM
+    return errors.ERR_INVALID_SCORER
+
+
+class Stream:
+    """Streaming inference: ``feedAudioContent`` chunks, decode at any time, ``finishStream`` at the end.
+
+    Unidirectional ('step') models run as the audio arrives; bidirectional ('forward') models run on
+    all the audio received so far when a result is asked for. The final transcript equals ``stt`` of
+    the whole audio.
+    """
+
+    def __init__(self, acoustic: AcousticModel, decoding: _Decoding):
+        self._impl = acoustic.stream()
+        self._frames = FrameStream(acoustic.framing)
+        self._decoding = decoding
+        self._last = (None, None)  # ((output frames, num_results), Metadata): nothing new, no new decode
+
+    def _check(self, action: str) -> None:
+        if self._impl is None:
+            raise RuntimeError(f"Stream object is not valid. Trying to {action} an already finished stream?")
+
+    def feedAudioContent(self, audio_buffer) -> None:  # noqa: N802
+        self._check("feed")
+        audio = from_int16(_samples(audio_buffer, "feedAudioContent"))
+        self._impl.feed(self._frames.feed(audio))
+
+    def intermediateDecode(self) -> str:  # noqa: N802
+        return str(self.intermediateDecodeWithMetadata(1).transcripts[0])
+
+    def intermediateDecodeWithMetadata(self, num_results: int = 1) -> Metadata:  # noqa: N802
+        self._check("decode")
+        probs = self._impl.current()
+        key = (0 if probs is None else len(probs), num_results)
+        if self._last[0] != key:
+            self._last = (key, self._decoding.decode(probs, num_results))
+        return self._last[1]
+
+    def finishStream(self) -> str:  # noqa: N802
+        return str(self.finishStreamWithMetadata(1).transcripts[0])
+
+    def finishStreamWithMetadata(self, num_results: int = 1) -> Metadata:  # noqa: N802
+        self._check("finish")
+        probs_stream, self._impl = self._impl, None
+        probs_stream.feed(self._frames.finish())
+        return self._decoding.decode(probs_stream.finish(), num_results)
+
+    def freeStream(self) -> None:  # noqa: N802
+        self._check("free")
+        self._impl = None
