@@ -91,8 +91,9 @@ def test_stream_of_an_export_ends_with_the_one_shot_result(exports, function):
             if offset == 8000:
                 partial = stream.intermediateDecode()
         final = stream.finishStreamWithMetadata(1).transcripts[0]
-        assert final.tokens == one_shot.tokens and final.confidence == pytest.approx(one_shot.confidence)
-        assert partial and one_shot.tokens[0].text == partial[0]
+        assert final.tokens == one_shot.tokens, (size, final.tokens, one_shot.tokens)
+        assert final.confidence == pytest.approx(one_shot.confidence)
+        assert partial  # an intermediate result while audio arrives (a beam may still change its start)
 
 
 def test_cli_and_tflite_without_tensorflow(exports, tmp_path):

@@ -108,6 +108,20 @@ def test_words_end_at_a_space_and_keep_ctc_repeats(word_scorer):
     assert best.transcript.endswith("the dog") and len(best.timesteps) == len(best.transcript)
 
 
+def test_an_unknown_last_word_gives_one_ranked_answer(word_scorer):
+    scorer = Scorer(None, None, str(word_scorer), ALPHABET)
+    assert "zebra" not in set(scorer.vocabulary)
+    frames = "the cat sat zebra"  # the lexicon cannot spell the last word: no hypothesis ends on a word
+    probs = np.full((len(frames), len(ALPHABET) + 1), 1e-6)
+    for t, ch in enumerate(frames):
+        probs[t, ALPHABET.EncodeSingle(ch)] = 1.0
+    probs /= probs.sum(1, keepdims=True)
+    results = [ctc_beam_search_decoder(probs, ALPHABET, 64, scorer=scorer, num_results=3) for _ in range(4)]
+    assert all([r.transcript for r in run] == [r.transcript for r in results[0]] for run in results)
+    best = results[0][0]
+    assert best.transcript.startswith("the cat sat") and best.confidence > -1e6, best
+
+
 def test_hot_words_boost_a_word(word_scorer):
     scorer = Scorer(0.75, 0.0, str(word_scorer), ALPHABET)
     probs = probs_for("the cat", confusion={4: ("r", 0.9)})  # 'cat' slightly over 'rat'

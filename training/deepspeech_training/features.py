@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 from deepspeech.audio import AudioError, audio_info, load_audio, resample  # noqa: F401 (one implementation)
+from deepspeech.features import Framing
 
 
 @dataclass(frozen=True)
-class FeatureConfig:
-    sample_rate: int = 16000
-    win_len_ms: int = 20
-    win_step_ms: int = 10
+class FeatureConfig(Framing):
+    """Framing (sample rate, window and step, shared with the client) plus what training records."""
+
     kind: str = "log_spectrogram"
     normalization: str = "per_bin_training_set"  # mean/std per bin, measured on training data
 
@@ -31,18 +31,6 @@ class FeatureConfig:
             if (getattr(self, name) * self.sample_rate) % 1000:
                 raise ValueError(f"--feature_{name[:-3]} of {getattr(self, name)} ms is not a whole "
                                  f"number of samples at {self.sample_rate} Hz")
-
-    @property
-    def frame_length(self) -> int:
-        return self.win_len_ms * self.sample_rate // 1000
-
-    @property
-    def frame_step(self) -> int:
-        return self.win_step_ms * self.sample_rate // 1000
-
-    @property
-    def n_features(self) -> int:
-        return self.frame_length // 2 + 1
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for a clip of ``num_samples`` samples (at least one)."""

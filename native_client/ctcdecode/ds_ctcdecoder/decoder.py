@@ -23,6 +23,11 @@ from .scorer import LN10, Scorer
 log = logging.getLogger("deepspeech.ctcdecode")
 
 PRUNED = -1e30  # log-probability of a label cut by cutoff_prob (never extended)
+# The synthetic last frame's cost for anything but a space: finite, so that when no hypothesis can end
+# on a word (the audio ends inside a word the scorer does not know) they still rank by their scores
+# instead of all tying at -1e30 (an arbitrary pick); far beyond the beam threshold, so a hypothesis
+# that completes a word always wins.
+UNFINISHED_WORD = -1000.0
 BEAM_THRESHOLD = 12.0  # hypotheses this far (natural log) below the best are dropped (bench/ctc_decode.sh)
 
 
@@ -182,7 +187,7 @@ def _decode(decoder, probs: np.ndarray, cutoff_prob: float, alphabet: Alphabet, 
     emissions = _prune(probs, cutoff_prob)
     if scorer is not None and scorer.lexicon().separator != alphabet.blank_id:
         # one certain space after the last frame completes the last word (spelled with its space)
-        end = np.full((1, emissions.shape[1]), PRUNED, np.float32)
+        end = np.full((1, emissions.shape[1]), UNFINISHED_WORD, np.float32)
         end[0, scorer.lexicon().separator] = 0.0
         emissions = np.concatenate([emissions, end])
     emissions = np.ascontiguousarray(emissions)

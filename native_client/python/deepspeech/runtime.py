@@ -202,7 +202,10 @@ def _load_tflite(path: str, num_threads: int) -> Runtime:
     del data
     name = metadata["function"]
     try:  # from the path: the interpreter memory-maps the file
-        interpreter = _interpreter_class()(model_path=path, num_threads=num_threads)
+        # Delegate clustering off: with it, XNNPACK (ai-edge-litert 2.3) runs a dynamic-range quantized
+        # 'forward' model (its While loop) slower at every call, 20x after a few hundred; same outputs.
+        interpreter = _interpreter_class()(model_path=path, num_threads=num_threads,
+                                           experimental_disable_delegate_clustering=True)
         runner = interpreter.get_signature_runner(SIGNATURE_KEY)
     except (ValueError, RuntimeError) as err:
         raise ModelLoadError(f"{path}: the TFLite runtime cannot load it ({_first_line(err)})",
