@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo behind `make demo`: train Deep Speech 2 on the espeak-ng corpus and test it on held-out
 # sentences with greedy decoding; then build a KenLM scorer from the corpus text (every sentence but
-# dev and test) and test again with the beam search and the scorer.
+# dev and test) and test again with the beam search and the scorer; finally export a TFLite model and
+# transcribe a held-out clip with the `deepspeech` client.
 #   bin/run-demo.sh [DATA_DIR] [CHECKPOINT_DIR] [extra DeepSpeech.py flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,3 +30,10 @@ echo "== Building a 4-gram KenLM scorer from $data/lm.txt"
 echo "== Testing with beam search and the scorer"
 "$PY" DeepSpeech.py "${common[@]}" --scorer_path "$run/kenlm.scorer" --beam_width 1024 \
   --test_output_file "$run/test_results.json" "$@"
+echo "== Exporting a TFLite model and transcribing a held-out clip with the deepspeech client"
+"$PY" DeepSpeech.py --checkpoint_dir "$checkpoints" --alphabet_config_path "$data/alphabet.txt" \
+  --export_dir "$run/export" --export_tflite --export_quantize dynamic --remove_export
+clip=$(sed -n 2p "$data/test.csv" | cut -d, -f1)
+echo "Reference: $(sed -n 2p "$data/test.csv" | cut -d, -f3-)"
+"$(dirname "$PY")/deepspeech" --model "$run/export/output_graph.tflite" --scorer "$run/kenlm.scorer" \
+  --audio "$data/$clip"
