@@ -6,7 +6,8 @@
 
 Mozilla's ``evaluate_tflite.py``: ``--proc`` worker processes (default: the number of CPUs) each load
 the model once and transcribe files; the report is the trainer's (WER and CER over all samples, capped
-at 1, then the best, median and worst samples). There is no loss (it is reported as 0). ``--dump``
+at 1, then the best, median and worst samples). There is no loss (it is reported as 0). The report and the JSON come from the trainer's
+``deepspeech_training/util/report.py`` (no TensorFlow). ``--dump``
 writes PREFIX.txt (``wav reference`` lines) and PREFIX.out (``wav transcript`` lines). Any model format
 the client loads works; a .tflite model needs only ai-edge-litert, not TensorFlow.
 """
@@ -14,41 +15,20 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import multiprocessing
 import os
 import sys
-from dataclasses import asdict, dataclass
-
-from rapidfuzz.distance import Levenshtein
 
 from deepspeech import Model
 from deepspeech.audio import AudioError
 from deepspeech.client import USER_ERRORS, load_samples
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "training"))
+from deepspeech_training.util.report import (SampleResult, report_lines, sample_result,  # noqa: E402
+                                              summarize, write_test_output)
+
 log = logging.getLogger("evaluate_tflite")
-
-
-@dataclass
-class Result:
-    wav_filename: str
-    src: str
-    res: str
-    loss: float
-    char_distance: int
-    char_length: int
-    word_distance: int
-    word_length: int
-    cer: float
-    wer: float
-
-
-def score(wav: str, src: str, res: str) -> Result:
-    words = src.split()
-    wd, cd = Levenshtein.distance(words, res.split()), Levenshtein.distance(src, res)
-    return Result(wav, src, res, 0.0, cd, len(src), wd, len(words), cd / max(len(src), 1),
-                  wd / max(len(words), 1))
 
 
 def read_rows(csv_path: str) -> list[tuple[str, str]]:
@@ -97,28 +77,7 @@ def transcribe_all(args, rows) -> list[tuple]:
         return pool.map(_transcribe, rows, chunksize=max(1, len(rows) // (workers * 8)))
 
 
-def report(name: str, results: list[Result], report_count: int) -> str:
-    words = sum(r.word_length for r in results)
-    chars = sum(r.char_length for r in results)
-    wer = min(1.0, sum(r.word_distance for r in results) / max(words, 1))
-    cer = min(1.0, sum(r.char_distance for r in results) / max(chars, 1))
-    line = "-" * 80
-    lines = [f"Test on {name} - WER: {wer:f}, CER: {cer:f}, loss: {0.0:f}"]
-    ranked = sorted(results, key=lambda r: r.wer)
-    if report_count and ranked:
-        mid = max(0, len(ranked) // 2 - report_count // 2)
-        lines.append(line)
-        for title, group in (("Best WER", ranked[:report_count]), ("Median WER", ranked[mid:mid + report_count]),
-                             ("Worst WER", ranked[-report_count:])):
-            lines.append(f"{title}: ")
-            for r in group:
-                lines += [line, f"WER: {r.wer:f}, CER: {r.cer:f}, loss: {r.loss:f}", f" - wav: file://{r.wav_filename}",
-                          f" - src: \"{r.src}\"", f" - res: \"{r.res}\""]
-            lines.append(line)
-    return "\n".join(lines)
-
-
-def dump(prefix: str, results: list[Result]) -> None:
+def dump(prefix: str, results: list[SampleResult]) -> None:
     with open(prefix + ".txt", "w", encoding="utf-8") as refs, open(prefix + ".out", "w", encoding="utf-8") as outs:
         for r in results:
             refs.write(f"{r.wav_filename} {r.src}\n")
@@ -156,14 +115,14 @@ def main(argv=None) -> int:
     failed = [(wav, error) for wav, _, _, error in done if error]
     for wav, error in failed:
         log.warning("skipped: %s", error)
-    results = [score(wav, src, res) for wav, src, res, error in done if not error]
+    results = [sample_result(wav, src, res) for wav, src, res, error in done if not error]
     print(f"Totally {len(results)} wav file transcripted")
-    print(report(args.csv, results, args.report_count))
+    report = summarize(args.csv, results)
+    print("\n".join(report_lines(report, args.report_count)))
     if args.dump:
         dump(args.dump, results)
     if args.test_output_file:
-        with open(args.test_output_file, "w", encoding="utf-8") as f:
-            json.dump([asdict(r) for r in results], f, indent=2, ensure_ascii=False)
+        write_test_output(args.test_output_file, [report])
     return 1 if failed and not results else 0
 
 

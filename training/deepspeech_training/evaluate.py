@@ -1,52 +1,20 @@
 """Evaluation: CTC loss, greedy decoding, WER/CER, Mozilla's report and ``--test_output_file`` JSON."""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-
 import numpy as np
 import tensorflow as tf
-from rapidfuzz.distance import Levenshtein
 from tqdm import tqdm
 
 from .data import Sample, batch_order, make_dataset
 from .decoding import Decoder, DecoderConfig
 from .features import FeatureConfig
 from ds_ctcdecoder.alphabet import Alphabet
+from .util import report as report_tools
 from .util.log import log
+from .util.report import Report, SampleResult, report_lines, sample_result, summarize
 
 
 DECODE_GROUP = 256  # samples decoded together, in parallel processes when beam searching
-
-
-@dataclass
-class SampleResult:
-    wav_filename: str
-    src: str
-    res: str
-    loss: float
-    wer: float
-    cer: float
-    word_distance: int
-    word_length: int
-    char_distance: int
-    char_length: int
-
-
-@dataclass
-class Report:
-    name: str
-    loss: float
-    wer: float
-    cer: float
-    samples: list[SampleResult]
-
-
-def score(src: str, res: str) -> tuple[int, int, int, int]:
-    """(word edits, words in src, char edits, chars in src): Levenshtein distances."""
-    words_src = src.split()
-    return (Levenshtein.distance(words_src, res.split()), len(words_src),
-            Levenshtein.distance(src, res), len(src))
 
 
 def make_eval_step(model, strategy, element_spec):
@@ -112,51 +80,15 @@ def evaluate(model, strategy, samples: list[Sample], name: str, alphabet: Alphab
 
 
 def _result(sample: Sample, text: str, loss: float) -> SampleResult:
-    wd, wl, cd, cl = score(sample.transcript, text)
-    return SampleResult(sample.path, sample.transcript, text, loss, wd / max(wl, 1), cd / max(cl, 1),
-                        wd, wl, cd, cl)
-
-
-def summarize(name: str, results: list[SampleResult]) -> Report:
-    words = sum(r.word_length for r in results)
-    chars = sum(r.char_length for r in results)
-    return Report(
-        name=name,
-        loss=float(np.mean([r.loss for r in results])) if results else float("nan"),
-        wer=min(1.0, sum(r.word_distance for r in results) / max(words, 1)),  # capped, as Mozilla's
-        cer=min(1.0, sum(r.char_distance for r in results) / max(chars, 1)),
-        samples=results,
-    )
+    return sample_result(sample.path, sample.transcript, text, loss)
 
 
 def log_report(report: Report, report_count: int) -> None:
-    """Mozilla's test report: totals, then the best, median and worst samples by WER."""
-    line = "-" * 80
-    log.info("Test on %s - WER: %f, CER: %f, loss: %f", report.name, report.wer, report.cer, report.loss)
-    if not report_count or not report.samples:
-        return
-    ranked = sorted(report.samples, key=lambda r: (r.wer, -r.loss))  # Mozilla's order
-    n = len(ranked)
-    mid = max(0, n // 2 - report_count // 2)
-    groups = [("Best WER", ranked[:report_count]), ("Median WER", ranked[mid:mid + report_count]),
-              ("Worst WER", ranked[-report_count:])]
-    lines = [line]
-    for title, group in groups:
-        lines.append(f"{title}: ")
-        for r in group:
-            lines += [line, f"WER: {r.wer:f}, CER: {r.cer:f}, loss: {r.loss:f}",
-                      f" - wav: file://{r.wav_filename}", f" - src: \"{r.src}\"",
-                      f" - res: \"{r.res}\""]
-        lines.append(line)
-    log.info("\n".join(lines))
+    lines = report_lines(report, report_count)
+    log.info(lines[0])
+    if len(lines) > 1:
+        log.info("\n".join(lines[1:]))
 
 
 def write_test_output(path: str, reports: list[Report]) -> None:
-    """Every test sample as JSON (Mozilla's --test_output_file fields)."""
-    rows = [{"wav_filename": r.wav_filename, "src": r.src, "res": r.res, "loss": r.loss,
-             "char_distance": r.char_distance, "char_length": r.char_length,
-             "word_distance": r.word_distance, "word_length": r.word_length,
-             "cer": r.cer, "wer": r.wer} for rep in reports for r in rep.samples]
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(rows, f, indent=2, ensure_ascii=False)
-    log.info("Wrote %d test results to %s", len(rows), path)
+    log.info("Wrote %d test results to %s", report_tools.write_test_output(path, reports), path)
