@@ -101,3 +101,22 @@ def test_non_finite_loss_is_left_out_of_the_update():
     print("OK")
     """)
     assert "OK" in out
+
+
+def test_replica_order_gives_each_replica_its_slice_of_every_global_batch():
+    import numpy as np
+    from deepspeech_training.distribute import replica_order
+    order = np.random.default_rng(0).permutation(50)
+    per_replica, replicas, workers = 3, 4, 2  # global batch 12; 2 replicas per worker
+    seen = []
+    for worker in range(workers):
+        mine, positions = replica_order(order, per_replica, replicas, workers, worker)
+        np.testing.assert_array_equal(order[positions], mine)
+        # consecutive runs of 3 are this worker's replicas' batches, in turn
+        for k, start in enumerate(range(0, len(mine), per_replica)):
+            g, local = divmod(k, replicas // workers)
+            replica = worker * (replicas // workers) + local
+            expected = order[g * 12 + replica * 3:g * 12 + replica * 3 + 3]
+            np.testing.assert_array_equal(mine[start:start + per_replica], expected)
+        seen.extend(mine)
+    assert sorted(seen) == sorted(order)  # every sample once, the last partial batch included

@@ -165,20 +165,24 @@ def padding_efficiency(samples: list[Sample], order: np.ndarray, batch_size: int
 
 
 def make_dataset(samples: list[Sample], order: np.ndarray, features: FeatureConfig, batch_size: int,
-                 drop_remainder: bool = False, augment=None, cache: FeatureCache | None = None
-                 ) -> tf.data.Dataset:
+                 drop_remainder: bool = False, augment=None, cache: FeatureCache | None = None,
+                 positions: np.ndarray | None = None) -> tf.data.Dataset:
     """Batches ((features [B,T,F], lengths [B]), (labels [B,L], label lengths [B]), indices [B]).
 
     Decoding and featurization run in parallel; batches are prefetched. Training passes ``augment``
-    (an augment.Augmenter for the epoch) and ``cache`` (--feature_cache, un-augmented features).
+    (an augment.Augmenter for the epoch) and ``cache`` (--feature_cache, un-augmented features);
+    ``positions``: where each sample sits in the epoch's order (moves the augmentation clock; a worker
+    of a multi-worker job reads only some of them).
     """
     order = np.asarray(order, dtype=np.int64)
-    paths = tf.constant([samples[i].path for i in order])
-    native = tf.constant([samples[i].native_wav for i in order])
-    labels = tf.ragged.constant([list(samples[i].labels) for i in order], dtype=tf.int32,
-                                row_splits_dtype=tf.int64) if len(order) else None
+    paths = tf.constant([samples[i].path for i in order], tf.string)
+    native = tf.constant([samples[i].native_wav for i in order], tf.bool)
+    # (a worker of a multi-worker job can have no share of a small set: an empty dataset)
+    labels = tf.RaggedTensor.from_row_lengths(
+        tf.constant([label for i in order for label in samples[i].labels], tf.int32),
+        tf.constant([len(samples[i].labels) for i in order], tf.int64))
     cache_files = tf.constant([cache.file_for(samples[i].path) if cache else "" for i in order], tf.string)
-    positions = tf.range(len(order), dtype=tf.int64)  # in this dataset: moves the augmentation clock
+    positions = tf.constant(np.arange(len(order)) if positions is None else positions, tf.int64)
     ds = tf.data.Dataset.from_tensor_slices((paths, native, labels, tf.constant(order), positions,
                                              cache_files))
 

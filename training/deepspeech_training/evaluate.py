@@ -7,6 +7,7 @@ from tqdm import tqdm
 
 from .data import Sample, batch_order, make_dataset
 from .decoding import Decoder, DecoderConfig
+from .distribute import distribute_batches, sum_over_workers, worker_count
 from .features import FeatureConfig
 from ds_ctcdecoder.alphabet import Alphabet
 from .util import report as report_tools
@@ -38,12 +39,15 @@ def _local(strategy, value) -> list[np.ndarray]:
 
 def infer(model, strategy, samples: list[Sample], name: str, features: FeatureConfig, batch_size: int,
           progress: bool = True, eval_step=None):
-    """Run the model over ``samples`` -> yields groups of (logits [T, C], CTC loss, sample index)."""
+    """Run the model over ``samples`` -> yields groups of (logits [T, C], CTC loss, sample index).
+
+    On several hosts each one gets the results of its own share of the samples.
+    """
     replicas = strategy.num_replicas_in_sync
     order = batch_order(samples, batch_size * replicas, epoch=0, sortagrad=True, seed=0,
                         drop_remainder=False)
-    dataset = make_dataset(samples, order, features, batch_size * replicas)
-    batches = strategy.experimental_distribute_dataset(dataset)
+    batches = distribute_batches(strategy, lambda mine, _, size: make_dataset(samples, mine, features, size),
+                                 order, batch_size)
     step = eval_step or make_eval_step(model, strategy, batches.element_spec)
     pending: list[tuple[np.ndarray, float, int]] = []
     total_batches = -(-len(order) // (batch_size * replicas))
@@ -71,12 +75,24 @@ def decode_group(group, decoder: Decoder, samples: list[Sample]) -> list[SampleR
 def evaluate(model, strategy, samples: list[Sample], name: str, alphabet: Alphabet,
              features: FeatureConfig, batch_size: int, progress: bool = True, eval_step=None,
              decoder: Decoder | None = None) -> Report:
-    """Decode every sample (greedy unless a decoder is given); WER/CER as total edits over total length."""
+    """Decode every sample (greedy unless a decoder is given); WER/CER as total edits over total length.
+
+    On several hosts the totals are those of the whole set (every host calls this together) and
+    ``samples`` of the report are this host's.
+    """
     decoder = decoder or Decoder(DecoderConfig(beam_width=0), alphabet)
     results: list[SampleResult] = []
     for group in infer(model, strategy, samples, name, features, batch_size, progress, eval_step):
         results.extend(decode_group(group, decoder, samples))
-    return summarize(name, results)
+    report = summarize(name, results)
+    if worker_count(strategy) > 1:
+        loss, n, wd, wl, cd, cl = sum_over_workers(strategy, [
+            sum(r.loss for r in results), len(results), sum(r.word_distance for r in results),
+            sum(r.word_length for r in results), sum(r.char_distance for r in results),
+            sum(r.char_length for r in results)])
+        report.loss = loss / max(n, 1)
+        report.wer, report.cer = min(1.0, wd / max(wl, 1)), min(1.0, cd / max(cl, 1))
+    return report
 
 
 def _result(sample: Sample, text: str, loss: float) -> SampleResult:

@@ -14,7 +14,7 @@ from . import __version__  # noqa: E402
 from . import evaluate as ev  # noqa: E402
 from .checkpoint import CheckpointError, CheckpointStore, read_description  # noqa: E402
 from .data import DataError, load_samples  # noqa: E402
-from .distribute import make_strategy  # noqa: E402
+from .distribute import is_chief, make_strategy, worker_count  # noqa: E402
 from .features import AudioError, FeatureConfig, load_audio, spectrogram  # noqa: E402
 from .decoding import Decoder  # noqa: E402
 from .export import export_model  # noqa: E402
@@ -109,14 +109,14 @@ def _one_shot(strategy, alphabet, load_dir):
 def main(argv):
     del argv
     setup_logging(FLAGS.log_level)
-    keras.utils.set_random_seed(FLAGS.random_seed)
     try:
         if not (FLAGS.train_files or FLAGS.test_files or FLAGS.export_dir or FLAGS.one_shot_infer):
             raise ValueError("nothing to do: give --train_files, --test_files, --export_dir or --one_shot_infer")
+        strategy = make_strategy(FLAGS.cpu_devices)  # first: a multi-worker strategy must precede other TF work
+        keras.utils.set_random_seed(FLAGS.random_seed)
         export = export_config() if FLAGS.export_dir else None
         if export:
             export.validate()  # a wrong export flag fails now, not after training
-        strategy = make_strategy(FLAGS.cpu_devices)
         alphabet = Alphabet.from_file(FLAGS.alphabet_config_path)
         load_dir, save_dir = checkpoint_dirs()
         outcome = "done"
@@ -125,6 +125,11 @@ def main(argv):
             load_dir = save_dir  # test what was just trained
         if outcome in ("SIGINT", "SIGTERM"):
             return 130 if outcome == "SIGINT" else 143
+        if not is_chief(strategy):
+            log.info("Training done on this host; the chief tests and exports")
+            return 0
+        if worker_count(strategy) > 1:
+            strategy = tf.distribute.get_strategy()  # the chief alone: no collectives with the others
         if FLAGS.test_files:
             _test(strategy, alphabet, load_dir)
         if export:

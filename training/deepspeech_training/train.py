@@ -15,6 +15,7 @@ from . import evaluate as ev
 from .checkpoint import CheckpointStore
 from .augment import Augmenter
 from .data import Sample, batch_order, feature_statistics, make_dataset, padding_efficiency
+from .distribute import distribute_batches, is_chief, sum_over_workers, worker_count
 from .features import FeatureCache, FeatureConfig
 from .model import DeepSpeech2, ModelConfig
 from ds_ctcdecoder.alphabet import Alphabet
@@ -83,6 +84,7 @@ class StopRequested:
 
     def __init__(self):
         self.signal = None
+        self.by_peer = False  # another host of a multi-worker job was signalled
 
     def __enter__(self):
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -97,6 +99,24 @@ class StopRequested:
     def __exit__(self, *exc):
         for s, handler in self._old.items():
             signal.signal(s, handler)
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None or self.by_peer
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signal).name if self.signal is not None else "SIGTERM"
+
+    def agreed(self, strategy) -> bool:
+        """Whether to stop now. Hosts of a multi-worker job stop together when any one was signalled:
+        one stopping alone would leave the others waiting in the next all-reduce."""
+        if worker_count(strategy) > 1 and not self.by_peer:
+            signalled = sum_over_workers(strategy, [self.signal is not None])[0] > 0
+            if signalled and self.signal is None:
+                self.by_peer = True
+                log.warning("Another host was signalled: saving a checkpoint and stopping")
+        return self.requested
 
 
 def make_optimizer(cfg: TrainConfig):
@@ -159,7 +179,9 @@ class Trainer:
         self.store = CheckpointStore(self.model, self.optimizer, self.counters.as_dict(),
                                      load_dir=store_dirs[0], save_dir=store_dirs[1],
                                      max_to_keep=max_to_keep)
-        self.store.describe(description, flags_text)
+        self.chief = is_chief(strategy)  # the one host that writes files
+        if self.chief:
+            self.store.describe(description, flags_text)
         self.description = description
         log.info(self.model.summary_line())
         self.augmenter = Augmenter(cfg.augmentations, features, model_cfg.time_stride, cfg.random_seed)
@@ -200,17 +222,18 @@ class Trainer:
         """Run the remaining epochs -> 'done', 'early stop' or the name of the stopping signal."""
         cfg, replicas = self.cfg, self.strategy.num_replicas_in_sync
         global_batch = cfg.batch_size * replicas
-        log.info("Global batch: %d (%d per device x %d devices)", global_batch, cfg.batch_size, replicas)
-        step = make_train_step(self.model, self.optimizer, self.strategy, global_batch,
-                               self._element_spec(train, global_batch))
-        eval_step = ev.make_eval_step(self.model, self.strategy, self._element_spec(train, global_batch))
+        log.info("Global batch: %d (%d per device x %d devices%s)", global_batch, cfg.batch_size, replicas,
+                 f" on {worker_count(self.strategy)} hosts" if worker_count(self.strategy) > 1 else "")
+        spec = self._element_spec(train)
+        step = make_train_step(self.model, self.optimizer, self.strategy, global_batch, spec)
+        eval_step = ev.make_eval_step(self.model, self.strategy, spec)
         writers = self._summary_writers()
         with StopRequested() as stop:
             while int(self.counters.epoch.numpy()) < cfg.epochs:
                 epoch = int(self.counters.epoch.numpy())
                 train_loss = self._run_epoch(step, train, epoch, global_batch, stop, writers)
-                if stop.signal is not None:
-                    return signal.Signals(stop.signal).name
+                if stop.requested:
+                    return stop.name
                 outcome = self._end_epoch(epoch, train_loss, dev, eval_step, writers)
                 if outcome:
                     return outcome
@@ -230,14 +253,16 @@ class Trainer:
             if self.augmenter else None
         cache = FeatureCache(cfg.feature_cache, self.features, epoch // cfg.cache_for_epochs
                              if cfg.cache_for_epochs else 0) if cfg.feature_cache else None
-        dataset = make_dataset(train, order[done * global_batch:], self.features, global_batch,
-                               drop_remainder=True, augment=augment, cache=cache)
+        batches = distribute_batches(
+            self.strategy, lambda mine, positions, size: make_dataset(
+                train, mine, self.features, size, drop_remainder=True, augment=augment, cache=cache,
+                positions=positions), order[done * global_batch:], cfg.batch_size)
         losses, last_save = [], time.time()
         audio_seconds, started = 0.0, time.time()
         last_log = started
         bar = tqdm(total=n_batches, initial=done, desc=f"Epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not cfg.show_progressbar, unit="batch")
-        for batch in self.strategy.experimental_distribute_dataset(dataset):
+                   disable=not (cfg.show_progressbar and self.chief), unit="batch")
+        for batch in batches:
             loss, per_sample, indices = step(batch)
             self._report_non_finite(train, per_sample, indices)
             losses.append(float(loss))
@@ -253,22 +278,27 @@ class Trainer:
                          epoch + 1, done + len(losses), n_batches, np.mean(losses[-20:]), speed)
             with writers["train"].as_default(step=self.optimizer.iterations):
                 tf.summary.scalar("step_loss", loss)
-            if stop.signal is not None or (cfg.checkpoint_secs and
-                                           time.time() - last_save >= cfg.checkpoint_secs):
-                self.store.save("last", int(self.optimizer.iterations.numpy()))
+            stopping = stop.agreed(self.strategy)
+            if stopping or (cfg.checkpoint_secs and time.time() - last_save >= cfg.checkpoint_secs):
+                self._save("last")
                 last_save = time.time()
-                if stop.signal is not None:
+                if stopping:
                     break
         bar.close()
+        audio_seconds = float(sum_over_workers(self.strategy, [audio_seconds])[0])
         log.info("Epoch %d: train loss %.3f, %.0f s of audio per second",
                  epoch + 1, np.mean(losses) if losses else float("nan"),
                  audio_seconds / max(time.time() - started, 1e-9))
         return float(np.mean(losses)) if losses else float("nan")
 
-    def _element_spec(self, samples, global_batch):
+    def _element_spec(self, samples):
         """One signature for every batch (any batch size and length): the step is traced once."""
-        dataset = make_dataset(samples, np.arange(1), self.features, global_batch, drop_remainder=False)
-        return self.strategy.experimental_distribute_dataset(dataset).element_spec
+        return distribute_batches(self.strategy, lambda mine, positions, size: make_dataset(
+            samples, mine, self.features, size), np.arange(1), self.cfg.batch_size).element_spec
+
+    def _save(self, which: str) -> str | None:
+        """A checkpoint from the chief (the other hosts hold the same weights and write nothing)."""
+        return self.store.save(which, int(self.optimizer.iterations.numpy())) if self.chief else None
 
     def _local_sum(self, lengths):
         return [tf.reduce_sum(t) for t in self.strategy.experimental_local_results(lengths)]
@@ -288,9 +318,10 @@ class Trainer:
         dev_loss = wer = cer = float("nan")
         if dev:
             reports = [ev.evaluate(self.model, self.strategy, samples, name, self.alphabet,
-                                   self.features, cfg.dev_batch_size, cfg.show_progressbar, eval_step)
+                                   self.features, cfg.dev_batch_size, cfg.show_progressbar and self.chief,
+                                   eval_step)
                        for name, samples in dev.items()]
-            weights = [len(r.samples) for r in reports]
+            weights = [len(samples) for samples in dev.values()]  # the same on every host
             dev_loss = float(np.average([r.loss for r in reports], weights=weights))
             wer = float(np.average([r.wer for r in reports], weights=weights))
             cer = float(np.average([r.cer for r in reports], weights=weights))
@@ -305,18 +336,19 @@ class Trainer:
         outcome = self._track_best(dev_loss) if dev else None
         if cfg.lr_anneal != 1.0:
             self.learning_rate.assign(self.learning_rate / cfg.lr_anneal)
-        self.store.save("last", int(self.optimizer.iterations.numpy()))
-        plot_training_curves(self.counters.history.numpy(), self.store.save_dir)
+        self._save("last")
+        if self.chief:
+            plot_training_curves(self.counters.history.numpy(), self.store.save_dir)
         return outcome
 
     def _track_best(self, dev_loss: float) -> str | None:
         cfg, c = self.cfg, self.counters
-        step = int(self.optimizer.iterations.numpy())
         if dev_loss < float(c.best_dev_loss.numpy()) - cfg.es_min_delta:
             c.best_dev_loss.assign(dev_loss)
             c.epochs_since_best.assign(0)
-            path = self.store.save("best", step)
-            log.info("Saved new best validating model with loss %.3f to %s", dev_loss, path)
+            path = self._save("best")
+            if path:
+                log.info("Saved new best validating model with loss %.3f to %s", dev_loss, path)
             return None
         c.epochs_since_best.assign_add(1)
         waited = int(c.epochs_since_best.numpy())
@@ -328,7 +360,7 @@ class Trainer:
             new_lr = float(self.learning_rate.numpy()) * cfg.plateau_reduction
             self.learning_rate.assign(new_lr)
             log.info("Dev loss plateaued: reloaded the best checkpoint, learning rate now %g", new_lr)
-            self.store.save("best", step)
+            self._save("best")
         return None
 
     def _reload_best_weights(self) -> None:
@@ -341,6 +373,6 @@ class Trainer:
         self.optimizer.iterations.assign(step)
 
     def _summary_writers(self) -> dict:
-        if not self.cfg.summary_dir:
+        if not self.cfg.summary_dir or not self.chief:
             return {k: tf.summary.create_noop_writer() for k in ("train", "dev")}
         return {k: tf.summary.create_file_writer(f"{self.cfg.summary_dir}/{k}") for k in ("train", "dev")}
