@@ -3,8 +3,10 @@ bin/run-multiworker.sh) and on 2 logical CPU devices: the same global batch give
 one process on one device, and checkpoints move freely between them."""
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -64,11 +66,12 @@ def test_two_workers_and_two_devices_train_as_one_process(tiny_corpus, tmp_path)
     shutil.copytree(two, tmp_path / "two_then_one")
     resumed = run_workers(2, *flags(tiny_corpus, "--epochs", 2, "--train_batch_size", 4,
                                     "--checkpoint_dir", tmp_path / "one_then_two",
-                                    "--test_files", tiny_corpus / "test.csv"))
+                                    "--test_files", tiny_corpus / "test.csv", "--export_dir", tmp_path / "export"))
     assert "[worker 0] INFO Resuming at epoch 2" in resumed.stderr
     assert "[worker 1] INFO Resuming at epoch 2" in resumed.stderr
     assert "[worker 0] INFO Test on test.csv" in resumed.stderr  # the chief tests...
     assert "[worker 1] INFO Test on" not in resumed.stderr  # ...alone
+    assert (tmp_path / "export" / "output_graph.pb").exists()  # and exports
     single = run_trainer(*flags(tiny_corpus, "--epochs", 2, "--train_batch_size", 8,
                                 "--checkpoint_dir", tmp_path / "two_then_one"))
     assert "Resuming at epoch 2" in single.stderr
@@ -81,6 +84,44 @@ def test_bad_tf_config_is_a_clear_error(tmp_path):
                                          '"index": 5}}'})
     assert proc.returncode == 1
     assert "TF_CONFIG cannot be used" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def child_processes(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if entry.isdigit() and int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    children.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            pass
+    return children
+
+
+def test_a_signal_to_one_worker_stops_every_worker_after_a_checkpoint(tiny_corpus, tmp_path):
+    ck = tmp_path / "ck"
+    args = flags(tiny_corpus, "--epochs", 100, "--train_batch_size", 4, "--checkpoint_dir", ck,
+                 "--checkpoint_secs", 1)
+    proc = subprocess.Popen(["bash", str(ROOT / "bin" / "run-multiworker.sh"), "--local", "2", "--",
+                             *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PY": sys.executable})
+    try:
+        deadline = time.time() + 300
+        while not (ck / "checkpoint").exists() and time.time() < deadline:
+            time.sleep(0.5)
+        assert (ck / "checkpoint").exists(), "no checkpoint written"
+        second = [pid for pid in child_processes(proc.pid)
+                  if b'"index": 1' in open(f"/proc/{pid}/environ", "rb").read()]
+        assert len(second) == 1
+        os.kill(second[0], signal.SIGTERM)  # a preempted host, say
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    assert "[worker 1] WARNING Received SIGTERM" in err
+    assert "[worker 0] WARNING Another host was signalled: saving a checkpoint and stopping" in err
+    assert "Traceback" not in err
+    assert last_checkpoint(ck)  # the chief's last checkpoint is complete and loads
 
 
 @pytest.mark.slow
