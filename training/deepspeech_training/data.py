@@ -205,9 +205,7 @@ def make_dataset(samples: list[Sample], order: np.ndarray, features: FeatureConf
     ds = ds.padded_batch(batch_size, drop_remainder=drop_remainder,
                          padded_shapes=([None, features.n_features], [], [None], [], []))
     ds = ds.map(lambda x, xl, y, yl, i: ((x, xl), (y, yl), i))
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)  # sharded by distribute.replica_order, not by tf.data
 
 
 def feature_statistics(samples: list[Sample], features: FeatureConfig, max_samples: int = 2000,
