@@ -14,6 +14,7 @@ it), or over a measured matmul peak on other devices. Runs on a CPU too (smoke t
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -86,6 +87,7 @@ def time_config(cfg: ModelConfig, precision: str, xla: bool, batch: int, seconds
                 warmup: int) -> dict:
     """Train ``steps`` steps after ``warmup`` on synthetic batches -> audio s/s, frames/s, step time."""
     keras.backend.clear_session()
+    gc.collect()  # the previous point's model and optimizer state leave the device memory
     keras.mixed_precision.set_dtype_policy(precision)
     strategy = tf.distribute.get_strategy()
     model = DeepSpeech2(cfg, name="deepspeech2").build_for()
@@ -109,8 +111,9 @@ def time_config(cfg: ModelConfig, precision: str, xla: bool, batch: int, seconds
 
 
 def out_of_memory(err: Exception) -> bool:
-    return isinstance(err, tf.errors.ResourceExhaustedError) or "out of memory" in str(err).lower() \
-        or "OOM" in str(err)
+    text = str(err).lower()
+    return isinstance(err, tf.errors.ResourceExhaustedError) or any(
+        words in text for words in ("out of memory", "resource_exhausted", "failed to allocate", " oom"))
 
 
 def sweep(name: str, precision: str, xla: bool, args, device: dict, out) -> list[dict]:
@@ -137,8 +140,8 @@ def sweep(name: str, precision: str, xla: bool, args, device: dict, out) -> list
         out.write(json.dumps(row) + "\n")
         out.flush()
         frac = f"{100 * row['fraction_of_peak']:5.1f}% of {kind} peak" if peak else "no peak known"
-        print(f"{name:8s} {precision:14s} xla={xla!s:5s} batch {batch:4d}: {r['audio_s_per_s']:9.1f} h audio/h, "
-              f"step {r['step_s'] * 1000:7.1f} ms, {frac}", flush=True)
+        print(f"{name:8s} {precision:14s} xla={xla!s:5s} batch {batch:4d}: "
+              f"{r['audio_s_per_s']:9.1f} h audio/h, step {r['step_s'] * 1000:7.1f} ms, {frac}", flush=True)
         batch *= 2
     return rows
 
@@ -178,7 +181,8 @@ def plot(rows: list[dict], png: str) -> None:
             pts = [r for r in rows if (r["config"], r["precision"], r["xla"]) == (name, precision, xla)]
             label = precision + (" + XLA" if xla else "")
             for row, key in ((0, "hours_audio_per_hour"), (1, "fraction_of_peak")):
-                ys = [100 * p[key] if key == "fraction_of_peak" and p[key] is not None else p[key] for p in pts]
+                ys = [p[key] for p in pts]
+                ys = [100 * y for y in ys] if key == "fraction_of_peak" and None not in ys else ys
                 if None not in ys:
                     axes[row, col].plot([p["batch_size"] for p in pts], ys, marker="o", label=label)
         axes[0, col].set_title(f"{name} on {rows[0]['device']}")
@@ -202,9 +206,11 @@ def main():
     parser.add_argument("--xla", nargs="+", choices=["off", "on"], default=["off", "on"],
                         help="without and/or with XLA compilation of the step")
     parser.add_argument("--min_batch", type=int, default=8, help="first batch size")
-    parser.add_argument("--max_batch", type=int, default=1024, help="largest batch size tried (else until OOM)")
+    parser.add_argument("--max_batch", type=int, default=1024,
+                        help="largest batch size tried (else until out of memory)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per point")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (tracing, XLA, autotuning)")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="untimed steps first (tracing, XLA, autotuning)")
     parser.add_argument("--matmul_size", type=int, default=2048, help="matmul size of the measured CPU peak")
     parser.add_argument("--output", default="bench/results/train_gpu.jsonl", help="JSON lines, appended")
     parser.add_argument("--plot", default="bench/results/train_gpu.png", help="PNG of this run's rows")

@@ -52,7 +52,8 @@ def run(devices: int, args, extra: list[str]) -> dict:
         raise SystemExit(f"DeepSpeech.py failed:\n{proc.stderr[-3000:]}")
     epochs = [(int(e), float(loss), float(speed)) for e, loss, speed in EPOCH_LINE.findall(proc.stderr)]
     timed = [speed for e, _, speed in epochs if e > 1]
-    return {"devices": devices, "per_device_batch": per_device, "epoch_audio_s_per_s": [s for _, _, s in epochs],
+    return {"devices": devices, "per_device_batch": per_device,
+            "epoch_audio_s_per_s": [s for _, _, s in epochs],
             "losses": [loss for _, loss, _ in epochs], "audio_s_per_s": sum(timed) / len(timed),
             "wall_s": wall, "load_avg_1m_before": load_before, "load_avg_1m_after": os.getloadavg()[0],
             "command": " ".join(cmd[1:]).replace(ck, "CHECKPOINT_DIR")}
@@ -61,8 +62,9 @@ def run(devices: int, args, extra: list[str]) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--csv", required=True, help="training CSV")
-    parser.add_argument("--alphabet", default="data/alphabet.txt", help="alphabet file (relative: to the repository)")
-    parser.add_argument("--devices", type=int, nargs="+", default=[1, 2], help="logical CPU devices to compare")
+    parser.add_argument("--alphabet", default="data/alphabet.txt", help="alphabet (relative to the repository)")
+    parser.add_argument("--devices", type=int, nargs="+", default=[1, 2],
+                        help="logical CPU devices to compare")
     parser.add_argument("--global_batch", type=int, default=32, help="global batch (split over the devices)")
     parser.add_argument("--limit_train", type=int, default=320, help="training samples per epoch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs; the first is not timed")

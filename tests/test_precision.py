@@ -166,6 +166,34 @@ def test_configure_gpus_without_gpu(records, monkeypatch):
     assert any(r.levelno == logging.WARNING and "mixed_float16 on a CPU" in r.getMessage() for r in records)
 
 
+def test_configure_gpus_with_fake_gpus(records, monkeypatch):
+    """The GPU path without a GPU: TensorFlow's device queries replaced by a V100 and a P100."""
+    import tensorflow as tf
+    gpus = [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU"),
+            tf.config.PhysicalDevice("/physical_device:GPU:1", "GPU")]
+    details = {gpus[0]: {"device_name": "Tesla V100-SXM2-16GB", "compute_capability": (7, 0)},
+               gpus[1]: {"device_name": "Tesla P100-PCIE-16GB", "compute_capability": (6, 0)}}
+    growth = []
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: gpus if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", details.__getitem__)
+    monkeypatch.setattr(tf.config.experimental, "set_memory_growth", lambda gpu, on: growth.append((gpu, on)))
+    monkeypatch.delenv("TF_FORCE_GPU_ALLOW_GROWTH", raising=False)
+    found = devices.configure_gpus(True, "mixed_float16")
+    assert found == ["GPU:0 Tesla V100-SXM2-16GB (compute capability 7.0)",
+                     "GPU:1 Tesla P100-PCIE-16GB (compute capability 6.0)"]
+    assert growth == [(gpus[0], True), (gpus[1], True)]
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("GPU:1 Tesla P100")
+    assert "float16 Tensor Cores (Volta and newer)" in warnings[0]
+    records.clear()
+    monkeypatch.setenv("TF_FORCE_GPU_ALLOW_GROWTH", "false")  # TensorFlow's own switch wins
+    devices.configure_gpus(True, "mixed_bfloat16")
+    assert len(growth) == 2
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and all("bfloat16 Tensor Cores (Ampere and newer)" in w for w in warnings)
+    assert any("memory growth TF_FORCE_GPU_ALLOW_GROWTH=false" in r.getMessage() for r in records)
+
+
 def test_trainer_with_bfloat16_and_xla(tiny_corpus, tmp_path):
     # one training and one dev batch per epoch: two XLA compilations, about 25 s of CPU
     proc = run_trainer("--train_files", tiny_corpus / "train.csv", "--dev_files", tiny_corpus / "dev.csv",
