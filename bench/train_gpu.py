@@ -218,7 +218,7 @@ def main():
     keras.utils.set_random_seed(0)
     device = describe_device(args)
     print(f"Device: {device['name']}; peaks ({device['peak_source']}): "
-          + ", ".join(f"{k} {v / 1e12:.1f} TFLOP/s" for k, v in device["peaks"].items() if v), flush=True)
+          + ", ".join(f"{k} {v / 1e12:.3g} TFLOP/s" for k, v in device["peaks"].items() if v), flush=True)
     rows = []
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "a") as out:

@@ -97,7 +97,8 @@ def define_flags() -> None:
                   "capability 7.0+) or bfloat16 (float32's exponent range, so no loss scaling; suits "
                   "Ampere/Hopper GPUs and recent CPUs with AVX512-BF16 or AMX)")
     f.DEFINE_boolean("xla", False, "compile the training and evaluation steps with XLA "
-                     "(tf.function(jit_compile=True)); one compilation per padded batch shape")
+                     "(tf.function(jit_compile=True)); one compilation per padded batch shape; for GPUs "
+                     "(on CPUs measured slower than without)")
     f.DEFINE_boolean("use_allow_growth", True, "let TensorFlow take GPU memory as needed instead of all "
                      "of it at start (Mozilla's default was False); TF_FORCE_GPU_ALLOW_GROWTH, when set, "
                      "is honoured instead")
