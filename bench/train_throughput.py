@@ -59,15 +59,16 @@ def flops_per_frame(cfg: ModelConfig) -> float:
     return total
 
 
-def matmul_peak(seconds: float = 3.0) -> float:
-    a = tf.random.normal([2048, 2048])
+def matmul_peak(seconds: float = 3.0, dtype: str = "float32", size: int = 2048) -> float:
+    """FLOP/s of a size x size matmul in ``dtype`` on the default device."""
+    a = tf.cast(tf.random.normal([size, size]), dtype)
     mm = tf.function(lambda x: tf.matmul(x, x))
     mm(a).numpy()
     n, start = 0, time.time()
     while time.time() - start < seconds:
         mm(a).numpy()
         n += 1
-    return n * 2 * 2048 ** 3 / (time.time() - start)
+    return n * 2 * size ** 3 / (time.time() - start)
 
 
 def plain_keras_model(cfg: ModelConfig) -> keras.Model:

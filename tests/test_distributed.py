@@ -68,7 +68,7 @@ def test_mixed_precision_step():
     keras.mixed_precision.set_dtype_policy("mixed_float16")
     strategy = tf.distribute.get_strategy()
     model = DeepSpeech2(tiny_config()).build_for()
-    opt = make_optimizer(TrainConfig(learning_rate=0.01, mixed_precision=True))
+    opt = make_optimizer(TrainConfig(learning_rate=0.01, precision="mixed_float16"))
     opt.build(model.trainable_variables)
     assert isinstance(opt, keras.optimizers.LossScaleOptimizer)
     dist = strategy.experimental_distribute_dataset(data)

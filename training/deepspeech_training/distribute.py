@@ -42,9 +42,7 @@ def make_strategy(cpu_devices: int = 1) -> tf.distribute.Strategy:
     Call it before any other TensorFlow work: a multi-worker strategy must be created first.
     """
     cluster = cluster_spec()
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:  # take GPU memory as needed, not all at start
-        tf.config.experimental.set_memory_growth(gpu, True)
+    gpus = tf.config.list_physical_devices("GPU")  # memory growth: devices.configure_gpus, before this
     if cluster:
         if cpu_devices > 1:
             raise ValueError("--cpu_devices cannot be combined with a multi-worker TF_CONFIG: each worker "

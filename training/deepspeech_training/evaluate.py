@@ -8,6 +8,7 @@ from tqdm import tqdm
 from .data import Sample, batch_order, make_dataset
 from .decoding import Decoder, DecoderConfig
 from .distribute import distribute_batches, sum_over_workers, worker_count
+from .devices import replica_runner
 from .features import FeatureConfig
 from ds_ctcdecoder.alphabet import Alphabet
 from .util import report as report_tools
@@ -18,8 +19,12 @@ from .util.report import Report, SampleResult, report_lines, sample_result, summ
 DECODE_GROUP = 256  # samples decoded together, in parallel processes when beam searching
 
 
-def make_eval_step(model, strategy, element_spec):
-    """A distributed tf.function: batch -> (logits, output lengths, per-sample CTC loss, indices)."""
+def make_eval_step(model, strategy, element_spec, jit_compile=False):
+    """A distributed tf.function: batch -> (logits, output lengths, per-sample CTC loss, indices).
+
+    ``jit_compile``: the replica step is compiled with XLA where the strategy allows; the logits then
+    have padded frames beyond the output lengths (callers cut each row to its length anyway).
+    """
     def replica_step(inputs, targets, indices):
         logits, out_len = model(inputs, training=False)
         labels, label_len = targets
@@ -27,10 +32,8 @@ def make_eval_step(model, strategy, element_spec):
                               blank_index=-1)
         return logits, out_len, loss, indices
 
-    def step(batch):
-        return strategy.run(replica_step, args=batch)
-
-    return tf.function(step, input_signature=[element_spec])
+    return tf.function(replica_runner(replica_step, strategy, jit_compile, "evaluation"),
+                       input_signature=[element_spec])
 
 
 def _local(strategy, value) -> list[np.ndarray]:

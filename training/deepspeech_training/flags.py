@@ -87,10 +87,21 @@ def define_flags() -> None:
                      "lower the learning rate")
     f.DEFINE_integer("plateau_epochs", 10, "epochs without improvement that make a plateau")
     f.DEFINE_float("plateau_reduction", 0.1, "learning-rate multiplier on a plateau")
-    f.DEFINE_boolean("automatic_mixed_precision", False, "train in float16 with dynamic loss scaling "
-                     "(Keras mixed precision)")
+    f.DEFINE_boolean("automatic_mixed_precision", False, "train with Keras mixed precision: computations "
+                     "in --mixed_precision_dtype, variables, BatchNorm statistics, logits and CTC loss in "
+                     "float32 (float16 uses dynamic loss scaling)")
     f.DEFINE_integer("cpu_devices", 1, "split the CPU into this many logical devices and train on all of "
                      "them with MirroredStrategy (tests and CPU clusters; GPUs are used automatically)")
+    f.DEFINE_enum("mixed_precision_dtype", "float16", ["float16", "bfloat16"], "computation type of "
+                  "--automatic_mixed_precision: float16 (dynamic loss scaling; fast on GPUs of compute "
+                  "capability 7.0+) or bfloat16 (float32's exponent range, so no loss scaling; suits "
+                  "Ampere/Hopper GPUs and recent CPUs with AVX512-BF16 or AMX)")
+    f.DEFINE_boolean("xla", False, "compile the training and evaluation steps with XLA "
+                     "(tf.function(jit_compile=True)); one compilation per padded batch shape; for GPUs "
+                     "(on CPUs measured slower than without)")
+    f.DEFINE_boolean("use_allow_growth", True, "let TensorFlow take GPU memory as needed instead of all "
+                     "of it at start (Mozilla's default was False); TF_FORCE_GPU_ALLOW_GROWTH, when set, "
+                     "is honoured instead")
     # Checkpoints
     f.DEFINE_string("checkpoint_dir", "", "directory to load and save checkpoints in (default: "
                     "~/.local/share/deepspeech/checkpoints)")
@@ -229,10 +240,15 @@ def train_config() -> TrainConfig:
         checkpoint_secs=FLAGS.checkpoint_secs, early_stop=FLAGS.early_stop, es_epochs=FLAGS.es_epochs,
         es_min_delta=FLAGS.es_min_delta, reduce_lr_on_plateau=FLAGS.reduce_lr_on_plateau,
         plateau_epochs=FLAGS.plateau_epochs, plateau_reduction=FLAGS.plateau_reduction,
-        mixed_precision=FLAGS.automatic_mixed_precision, show_progressbar=FLAGS.show_progressbar,
+        precision=precision_policy(), jit_compile=FLAGS.xla, show_progressbar=FLAGS.show_progressbar,
         summary_dir=FLAGS.summary_dir or _default_dir("summaries"),
         augmentations=parse_augmentations(FLAGS.augment), feature_cache=FLAGS.feature_cache,
         cache_for_epochs=FLAGS.cache_for_epochs)
+
+
+def precision_policy() -> str:
+    """The Keras dtype policy of --automatic_mixed_precision and --mixed_precision_dtype."""
+    return f"mixed_{FLAGS.mixed_precision_dtype}" if FLAGS.automatic_mixed_precision else "float32"
 
 
 def export_config() -> ExportConfig:

@@ -14,12 +14,13 @@ from . import __version__  # noqa: E402
 from . import evaluate as ev  # noqa: E402
 from .checkpoint import CheckpointError, CheckpointStore, read_description  # noqa: E402
 from .data import DataError, load_samples  # noqa: E402
+from .devices import configure_gpus  # noqa: E402
 from .distribute import is_chief, make_strategy, worker_count  # noqa: E402
 from .features import AudioError, FeatureConfig, load_audio, spectrogram  # noqa: E402
 from .decoding import Decoder  # noqa: E402
 from .export import export_model  # noqa: E402
 from .flags import (FLAGS, checkpoint_dirs, decoder_config, define_flags, export_config,  # noqa: E402
-                    feature_config, model_config, train_config)
+                    feature_config, model_config, precision_policy, train_config)
 from .model import DeepSpeech2, ModelConfig  # noqa: E402
 from .train import Trainer  # noqa: E402
 from ds_ctcdecoder.alphabet import Alphabet, AlphabetError  # noqa: E402
@@ -56,10 +57,9 @@ def load_for_inference(strategy, load_dir: str, alphabet: Alphabet):
 
 
 def _train(strategy, alphabet, features, load_dir, save_dir):
-    if FLAGS.automatic_mixed_precision:
-        keras.mixed_precision.set_dtype_policy("mixed_float16")
-    model_cfg = model_config(features.n_features, len(alphabet) + 1)
     cfg = train_config()
+    keras.mixed_precision.set_dtype_policy(cfg.precision)  # float32 unless --automatic_mixed_precision
+    model_cfg = model_config(features.n_features, len(alphabet) + 1)
     trainer = Trainer(strategy, model_cfg, features, alphabet, cfg, (load_dir, save_dir),
                       FLAGS.max_to_keep, _description(features, model_cfg, alphabet),
                       FLAGS.flags_into_string())
@@ -112,6 +112,7 @@ def main(argv):
     try:
         if not (FLAGS.train_files or FLAGS.test_files or FLAGS.export_dir or FLAGS.one_shot_infer):
             raise ValueError("nothing to do: give --train_files, --test_files, --export_dir or --one_shot_infer")
+        configure_gpus(FLAGS.use_allow_growth, precision_policy())  # before the GPUs initialize
         strategy = make_strategy(FLAGS.cpu_devices)  # first: a multi-worker strategy must precede other TF work
         keras.utils.set_random_seed(FLAGS.random_seed)
         export = export_config() if FLAGS.export_dir else None

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from . import evaluate as ev
 from .checkpoint import CheckpointStore
 from .augment import Augmenter
+from .devices import log_recurrent_kernels, replica_runner
 from .data import Sample, batch_order, feature_statistics, make_dataset, padding_efficiency
 from .distribute import distribute_batches, is_chief, sum_over_workers, worker_count
 from .features import FeatureCache, FeatureConfig
@@ -21,6 +22,9 @@ from .model import DeepSpeech2, ModelConfig
 from ds_ctcdecoder.alphabet import Alphabet
 from .util.log import log
 from .util.plots import plot_training_curves
+
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 @dataclass(frozen=True)
@@ -47,12 +51,17 @@ class TrainConfig:
     reduce_lr_on_plateau: bool = False
     plateau_epochs: int = 10
     plateau_reduction: float = 0.1
-    mixed_precision: bool = False
+    precision: str = "float32"  # Keras dtype policy: float32, mixed_float16 or mixed_bfloat16
+    jit_compile: bool = False  # --xla: compile the training and dev evaluation steps with XLA
     show_progressbar: bool = True
     summary_dir: str = ""
     augmentations: tuple = ()  # augment.Augmentation objects (--augment), applied to training data only
     feature_cache: str = ""  # directory of un-augmented training features ("" = none)
     cache_for_epochs: int = 0  # a fresh feature cache every N epochs (0 = never)
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r} ({', '.join(PRECISIONS)})")
 
 
 @dataclass
@@ -128,14 +137,16 @@ def make_optimizer(cfg: TrainConfig):
                                     epsilon=cfg.epsilon, global_clipnorm=cfg.clip_norm or None)
     else:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r} (adam or sgd)")
-    return keras.optimizers.LossScaleOptimizer(opt) if cfg.mixed_precision else opt
+    # float16 needs loss scaling (small gradients underflow); bfloat16 has float32's exponent range
+    return keras.optimizers.LossScaleOptimizer(opt) if cfg.precision == "mixed_float16" else opt
 
 
-def make_train_step(model, optimizer, strategy, global_batch: int, element_spec):
+def make_train_step(model, optimizer, strategy, global_batch: int, element_spec, jit_compile=False):
     """One distributed step -> (mean loss over finite samples, per-sample losses, indices).
 
     A sample whose features or CTC loss are NaN/inf is left out of the update (and reported by the
-    caller), so a bad clip never reaches the weights or the checkpoint.
+    caller), so a bad clip never reaches the weights or the checkpoint. ``jit_compile``: the replica
+    step is compiled with XLA where the strategy allows (see devices.replica_runner).
     """
     scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
@@ -157,8 +168,10 @@ def make_train_step(model, optimizer, strategy, global_batch: int, element_spec)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss, per_sample, indices
 
+    run = replica_runner(replica_step, strategy, jit_compile, "training")
+
     def step(batch):
-        loss, per_sample, indices = strategy.run(replica_step, args=batch)
+        loss, per_sample, indices = run(batch)
         return strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None), per_sample, indices
 
     return tf.function(step, input_signature=[element_spec])
@@ -184,6 +197,8 @@ class Trainer:
             self.store.describe(description, flags_text)
         self.description = description
         log.info(self.model.summary_line())
+        log_recurrent_kernels(self.model, bool(tf.config.list_logical_devices("GPU")),
+                              cfg.jit_compile and strategy.num_replicas_in_sync == 1)
         self.augmenter = Augmenter(cfg.augmentations, features, model_cfg.time_stride, cfg.random_seed)
         if self.augmenter:
             log.info("Augmenting training samples: %s", self.augmenter.describe())
@@ -193,7 +208,8 @@ class Trainer:
 
     @property
     def learning_rate(self):
-        opt = self.optimizer.inner_optimizer if self.cfg.mixed_precision else self.optimizer
+        scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        opt = self.optimizer.inner_optimizer if scaled else self.optimizer
         return opt.learning_rate
 
     def prepare(self, train: list[Sample]) -> None:
@@ -225,8 +241,8 @@ class Trainer:
         log.info("Global batch: %d (%d per device x %d devices%s)", global_batch, cfg.batch_size, replicas,
                  f" on {worker_count(self.strategy)} hosts" if worker_count(self.strategy) > 1 else "")
         spec = self._element_spec(train)
-        step = make_train_step(self.model, self.optimizer, self.strategy, global_batch, spec)
-        eval_step = ev.make_eval_step(self.model, self.strategy, spec)
+        step = make_train_step(self.model, self.optimizer, self.strategy, global_batch, spec, cfg.jit_compile)
+        eval_step = ev.make_eval_step(self.model, self.strategy, spec, cfg.jit_compile)
         writers = self._summary_writers()
         with StopRequested() as stop:
             while int(self.counters.epoch.numpy()) < cfg.epochs:
