@@ -102,7 +102,7 @@ def test_fine_tuning_from_another_checkpoint_dir(tiny_corpus, tmp_path):
     args = [*base, "--load_checkpoint_dir", first, "--save_checkpoint_dir", tuned]
     proc = run_trainer(*args)
     assert "Loaded checkpoint" in proc.stderr and "Starting a new run of 1 epochs" in proc.stderr
-    assert (tuned / "train-12.index").exists()  # the step count (optimizer state) carried over
+    assert (tuned / "train-6.index").exists()  # a new run: fresh optimizer and step count
     again = run_trainer(*args)  # the same command now resumes the fine-tuning run itself
     assert f"Loaded checkpoint {tuned}" in again.stderr and "already trained 1 epochs" in again.stderr
     assert not (first / "train-12.index").exists()

@@ -12,6 +12,7 @@ import os
 
 import tensorflow as tf
 
+from .transfer import OUTPUT_LAYER, check_output_layer, geometry_differences, layer_of
 from .util.log import log
 
 DESCRIPTION = "model.json"
@@ -40,12 +41,19 @@ def _key(variable) -> str:
     return variable.path.split("/", 1)[-1]  # drop the model's own name
 
 
+def _stored_key(key: str) -> str:
+    """The name tf.train.Checkpoint gives the model variable ``key`` in the checkpoint file."""
+    return f"model/{key}".replace("/", ".S") + "/.ATTRIBUTES/VARIABLE_VALUE"
+
+
 class CheckpointStore:
     """Saves and restores model weights, optimizer state and training counters."""
 
     def __init__(self, model, optimizer, counters: dict, load_dir: str, save_dir: str,
-                 max_to_keep: int = 5):
+                 max_to_keep: int = 5, description: dict | None = None):
+        """``description``: this model's model.json, to say how a checkpoint that does not fit differs."""
         self.model, self.load_dir, self.save_dir = model, load_dir, save_dir
+        self.description = description
         objects = {f"model/{_key(v)}": v for v in model.variables}
         if optimizer is not None:
             objects.update({f"optimizer/{v.path}": v for v in optimizer.variables})
@@ -76,40 +84,73 @@ class CheckpointStore:
             raise CheckpointError(f"no {which} checkpoint in {self.load_dir!r}")
         return None
 
-    def check_shapes(self, path: str) -> None:
-        """Fail with the name of the first layer whose shape differs from the checkpoint's."""
+    def check_shapes(self, path: str, dropped: tuple[str, ...] = (), new_run: bool = False) -> None:
+        """Fail naming the first kept layer variable whose shape differs from the checkpoint's, with the
+        geometry fields that differ by the model.json beside it, or why its output layer cannot be kept."""
+        source = read_description(os.path.dirname(path))
+        if self.description:
+            reason = check_output_layer(source, self.description["alphabet"], list(dropped))
+            if reason:
+                raise CheckpointError(f"{path}: {reason}" + ("" if new_run else (
+                    " in a new run (--load_checkpoint_dir with its directory, --save_checkpoint_dir "
+                    "another)")))
         stored = dict(tf.train.list_variables(path))
+        differences = "; ".join(geometry_differences(source, self.description))
+        why = f": {differences}" if differences else f" (see {DESCRIPTION} beside it)"
         for v in self.model.variables:
-            key = f"model/{_key(v)}"
-            stored_key = key.replace("/", ".S") + "/.ATTRIBUTES/VARIABLE_VALUE"
-            if stored_key not in stored:
-                raise CheckpointError(f"{path}: has no weights for layer variable {_key(v)} "
-                                      f"(a checkpoint of another geometry?)")
-            if list(stored[stored_key]) != list(v.shape):
+            key = _key(v)
+            if layer_of(key) in dropped:
+                continue
+            if _stored_key(key) not in stored:
+                raise CheckpointError(f"{path}: has no weights for layer variable {key}: the checkpoint "
+                                      f"was made with another geometry{why}")
+            shape = list(stored[_stored_key(key)])
+            if shape != list(v.shape):
+                hint = (" (the output layer: another alphabet needs --drop_source_layers 1)"
+                        if layer_of(key) == OUTPUT_LAYER and not differences else "")
                 raise CheckpointError(
-                    f"{path}: layer variable {_key(v)} has shape {list(stored[stored_key])} in the "
-                    f"checkpoint but {list(v.shape)} in this model: the checkpoint was made with "
-                    f"another geometry (see {DESCRIPTION} beside it)")
+                    f"{path}: layer variable {key} has shape {shape} in the checkpoint but "
+                    f"{list(v.shape)} in this model{hint}: the checkpoint was made with another "
+                    f"geometry{why}")
 
     def restore(self, which: str, with_optimizer: bool = True) -> str | None:
         path = self.resolve(which)
         return self._read(path, with_optimizer) if path else None
 
-    def restore_for_training(self, which: str) -> tuple[str | None, bool]:
+    def restore_for_training(self, which: str, dropped: tuple[str, ...] = ()) -> tuple[str | None, bool]:
         """-> (checkpoint loaded, whether it continues this run).
 
         With a --load_checkpoint_dir other than the --save_checkpoint_dir, the loaded weights start a
-        new run (fine-tuning); once that run has saved into its own directory, the same command
-        resumes from there instead, so a killed fine-tuning run loses nothing either.
+        new run (fine-tuning): only the model's weights are read, without the layers in ``dropped``, and
+        the optimizer and counters stay fresh. Once that run has saved into its own directory, the same
+        command resumes from there instead (all state, nothing dropped again), so a killed fine-tuning
+        run loses nothing either.
         """
         if which == "init":
             return None, False
         separate = bool(self.save_dir) and (
             not self.load_dir or os.path.realpath(self.load_dir) != os.path.realpath(self.save_dir))
-        own = self.find(self.save_dir, "last") if separate else None
+        if not separate:
+            return self.restore(which), True
+        own = self.find(self.save_dir, "last")
         if own:
             return self._read(own, True), True
-        return self.restore(which), not separate
+        path = self.resolve(which)
+        if path:
+            self.read_weights(path, dropped)
+        return path, False
+
+    def read_weights(self, path: str, dropped: tuple[str, ...] = ()) -> None:
+        """Assign the model's variables from ``path``, all but the layers in ``dropped``, which keep their
+        fresh values. Every value is read before any is assigned, so a failure changes nothing."""
+        self.check_shapes(path, dropped, new_run=True)
+        reader = tf.train.load_checkpoint(path)
+        values = [(v, reader.get_tensor(_stored_key(_key(v)))) for v in self.model.variables
+                  if layer_of(_key(v)) not in dropped]
+        for v, value in values:
+            v.assign(value)
+        log.info("Loaded checkpoint %s: the weights%s, not the optimizer state", path,
+                 f" except {', '.join(dropped)}'s" if dropped else "")
 
     def _read(self, path: str, with_optimizer: bool) -> str:
         self.check_shapes(path)

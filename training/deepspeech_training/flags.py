@@ -116,6 +116,17 @@ def define_flags() -> None:
     f.DEFINE_integer("checkpoint_secs", 600, "save a checkpoint this often (seconds) within an epoch; one is "
                      "always saved at the end of an epoch")
     f.DEFINE_integer("max_to_keep", 5, "number of train-<step> checkpoints to keep")
+    # Transfer learning
+    f.DEFINE_integer("drop_source_layers", 0, "starting a new run from --load_checkpoint_dir (saving to "
+                     "another --save_checkpoint_dir), re-initialize the last N weight layers, counted from "
+                     "the output: logits, fc, lookahead (if any), rnn_k..rnn_1, conv_k..conv_1 (the feature "
+                     "normalization is kept). 1 = the output layer, what a new --alphabet_config_path needs. "
+                     "Never applied on resume, test or export")
+    f.DEFINE_integer("freeze_source_layers", 0, "with weights loaded from a checkpoint, train only the last N "
+                     "weight layers (counted as for --drop_source_layers) and freeze the others: not trained, "
+                     "their BatchNorm statistics fixed; 0 trains all. Give the --drop_source_layers value to "
+                     "train only the re-initialized layers (the flag and meaning of Mozilla PR #3247; "
+                     "DeepSpeech 0.9 and Coqui STT have only --drop_source_layers)")
     # Output and reporting
     f.DEFINE_string("alphabet_config_path", "data/alphabet.txt", "path to the alphabet file (Mozilla "
                     "format; bin/build_alphabet.py builds one from CSVs)")
@@ -243,7 +254,8 @@ def train_config() -> TrainConfig:
         precision=precision_policy(), jit_compile=FLAGS.xla, show_progressbar=FLAGS.show_progressbar,
         summary_dir=FLAGS.summary_dir or _default_dir("summaries"),
         augmentations=parse_augmentations(FLAGS.augment), feature_cache=FLAGS.feature_cache,
-        cache_for_epochs=FLAGS.cache_for_epochs)
+        cache_for_epochs=FLAGS.cache_for_epochs, drop_source_layers=FLAGS.drop_source_layers,
+        freeze_source_layers=FLAGS.freeze_source_layers)
 
 
 def precision_policy() -> str:

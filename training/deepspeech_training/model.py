@@ -131,7 +131,7 @@ class MaskedBatchNorm(layers.Layer):
 
     def call(self, x, frame_mask, training=False):
         x32 = ops.cast(x, "float32")
-        if training:
+        if training and self.trainable:  # a frozen layer (transfer learning) keeps its statistics
             mean, var = self._moments(x32, frame_mask)
             # num_updates warm-up (as tf.train.ExponentialMovingAverage): early averages follow the
             # batches closely, so short runs and fine-tunes get usable inference statistics

@@ -12,13 +12,14 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from . import evaluate as ev
-from .checkpoint import CheckpointStore
+from .checkpoint import CheckpointError, CheckpointStore
 from .augment import Augmenter
 from .devices import log_recurrent_kernels, replica_runner
 from .data import Sample, batch_order, feature_statistics, make_dataset, padding_efficiency
 from .distribute import distribute_batches, is_chief, sum_over_workers, worker_count
 from .features import FeatureCache, FeatureConfig
 from .model import DeepSpeech2, ModelConfig
+from .transfer import freeze_all_but_last, last_layers, log_plan
 from ds_ctcdecoder.alphabet import Alphabet
 from .util.log import log
 from .util.plots import plot_training_curves
@@ -58,6 +59,8 @@ class TrainConfig:
     augmentations: tuple = ()  # augment.Augmentation objects (--augment), applied to training data only
     feature_cache: str = ""  # directory of un-augmented training features ("" = none)
     cache_for_epochs: int = 0  # a fresh feature cache every N epochs (0 = never)
+    drop_source_layers: int = 0  # a new run from another checkpoint dir re-initializes the last N layers
+    freeze_source_layers: int = 0  # with loaded weights, train only the last N layers (0 = all)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -191,11 +194,10 @@ class Trainer:
             self.counters = Counters()
         self.store = CheckpointStore(self.model, self.optimizer, self.counters.as_dict(),
                                      load_dir=store_dirs[0], save_dir=store_dirs[1],
-                                     max_to_keep=max_to_keep)
+                                     max_to_keep=max_to_keep, description=description)
         self.chief = is_chief(strategy)  # the one host that writes files
-        if self.chief:
-            self.store.describe(description, flags_text)
-        self.description = description
+        # model.json is written once a checkpoint has loaded: a resumed run's is what it is checked against
+        self.description, self.flags_text = description, flags_text
         log.info(self.model.summary_line())
         log_recurrent_kernels(self.model, bool(tf.config.list_logical_devices("GPU")),
                               cfg.jit_compile and strategy.num_replicas_in_sync == 1)
@@ -213,26 +215,45 @@ class Trainer:
         return opt.learning_rate
 
     def prepare(self, train: list[Sample]) -> None:
-        """Resume from a checkpoint, or measure feature statistics for a fresh model."""
-        loaded, resumed = self.store.restore_for_training(self.cfg.load_train)
-        if loaded and self.cfg.force_initialize_learning_rate:
-            self.learning_rate.assign(self.cfg.learning_rate)
+        """Resume from a checkpoint, start from another run's weights (transfer learning), or measure
+        feature statistics for a fresh model."""
+        cfg = self.cfg
+        dropped = tuple(last_layers(self.model, cfg.drop_source_layers, "--drop_source_layers"))
+        last_layers(self.model, cfg.freeze_source_layers, "--freeze_source_layers")  # checks N early
+        loaded, resumed = self.store.restore_for_training(cfg.load_train, dropped)
+        if not loaded and (cfg.drop_source_layers or cfg.freeze_source_layers):
+            raise CheckpointError(f"--drop_source_layers/--freeze_source_layers need a checkpoint to start "
+                                  f"from, and {self.store.load_dir!r} has none (--load_train {cfg.load_train})")
+        if loaded and cfg.force_initialize_learning_rate:
+            self.learning_rate.assign(cfg.learning_rate)
+        frozen = freeze_all_but_last(self.model, cfg.freeze_source_layers) \
+            if loaded and cfg.freeze_source_layers else []
         if loaded and not resumed:
             self.counters.reset()
-            log.info("Starting a new run of %d epochs from the loaded weights", self.cfg.epochs)
+            log_plan(loaded, list(dropped), frozen, float(self.learning_rate.numpy()))
+            log.info("Starting a new run of %d epochs from the loaded weights", cfg.epochs)
         elif loaded:
-            epoch = int(self.counters.epoch.numpy())
-            if epoch >= self.cfg.epochs:
-                log.warning("The checkpoint has already trained %d epochs (--epochs %d): raise --epochs "
-                            "to train more", epoch, self.cfg.epochs)
-            else:
-                log.info("Resuming at epoch %d, batch %d", epoch + 1,
-                         int(self.counters.batch_in_epoch.numpy()))
+            self._log_resume(frozen)
+        if self.chief:
+            self.store.describe(self.description, self.flags_text)
         if loaded:
             return
-        mean, std = feature_statistics(train, self.features, seed=self.cfg.random_seed)
+        mean, std = feature_statistics(train, self.features, seed=cfg.random_seed)
         self.model.normalization.set_statistics(mean, std)
         log.info("Measured feature statistics on %d training samples", min(len(train), 2000))
+
+    def _log_resume(self, frozen: list[str]) -> None:
+        epoch = int(self.counters.epoch.numpy())
+        if self.cfg.drop_source_layers:
+            log.info("--drop_source_layers applies when a run starts: resuming %s with its own weights",
+                     self.store.save_dir)
+        if frozen:
+            log.info("Frozen (not trained, BatchNorm statistics fixed): %s", ", ".join(frozen))
+        if epoch >= self.cfg.epochs:
+            log.warning("The checkpoint has already trained %d epochs (--epochs %d): raise --epochs "
+                        "to train more", epoch, self.cfg.epochs)
+        else:
+            log.info("Resuming at epoch %d, batch %d", epoch + 1, int(self.counters.batch_in_epoch.numpy()))
 
     def fit(self, train: list[Sample], dev: dict[str, list[Sample]]) -> str:
         """Run the remaining epochs -> 'done', 'early stop' or the name of the stopping signal."""
