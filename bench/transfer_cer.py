@@ -129,6 +129,9 @@ def main() -> None:
     p.add_argument("--learning_rate", type=float, default=0.001, help="the same for every run")
     p.add_argument("--seed", type=int, default=4568)
     p.add_argument("--freeze", action="store_true", help="also fine-tune with --freeze_source_layers 1")
+    p.add_argument("--drops", type=int, nargs="+", default=[1],
+                   help="fine-tune once per value of --drop_source_layers")
+    p.add_argument("--no_scratch", action="store_true", help="leave out the run from scratch")
     p.add_argument("--replot", action="store_true", help="only draw OUT.png again from OUT.jsonl")
     args = p.parse_args()
     if args.replot:
@@ -148,9 +151,10 @@ def main() -> None:
               "--dev_batch_size", "32", "--test_batch_size", "32", "--beam_width", "0",
               "--learning_rate", str(args.learning_rate), "--random_seed", str(args.seed),
               "--noshow_progressbar", "--summary_dir", "", "--report_count", "0", "--checkpoint_secs", "0"]
-    runs = {"fine-tuned (--drop_source_layers 1)": ["--load_checkpoint_dir", args.source,
-                                                    "--drop_source_layers", "1"],
-            "from scratch": ["--load_train", "init"]}
+    runs = {f"fine-tuned (--drop_source_layers {n})": ["--load_checkpoint_dir", args.source,
+                                                       "--drop_source_layers", str(n)] for n in args.drops}
+    if not args.no_scratch:
+        runs["from scratch"] = ["--load_train", "init"]
     if args.freeze:
         runs["fine-tuned, others frozen (--freeze_source_layers 1)"] = [
             "--load_checkpoint_dir", args.source, "--drop_source_layers", "1", "--freeze_source_layers", "1"]
