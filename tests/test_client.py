@@ -411,6 +411,14 @@ def test_cli_hot_words_and_scorer(fake_model, tmp_path, capsys, scorer_path):
     code, out, _ = run_cli(capsys, "--model", model, "--audio", wav, "--scorer", scorer_path,
                            "--lm_beta", "0", "--hot_words", "rat:3.0")
     assert code == 0 and out == "the rat\n"
+    # a hot word the scorer cannot spell is accepted, as by Mozilla, and changes nothing
+    code, out, err = run_cli(capsys, "--model", model, "--audio", wav, "--scorer", scorer_path,
+                             "--lm_beta", "0", "--hot_words", "zebra:5.0,rat:3.0")
+    assert code == 0 and out == "the rat\n" and "Traceback" not in err
+    deepspeech_model = deepspeech.Model(model)
+    deepspeech_model.enableExternalScorer(scorer_path)
+    deepspeech_model.addHotWord("zebra", 5.0)
+    assert deepspeech_model.stt(tone_audio("the cat")) == "the cat"
     code, _, err = run_cli(capsys, "--model", model, "--audio", wav, "--hot_words", "rat:3.0")
     assert code == 1 and "External scorer is not enabled" in err
     code, _, err = run_cli(capsys, "--model", model, "--audio", wav, "--scorer", scorer_path,

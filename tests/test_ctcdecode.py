@@ -173,6 +173,18 @@ def test_character_scorer_for_mandarin(tmp_path):
                                    scorer=scorer)[0].transcript == "明月光"  # the LM prefers 明月光
 
 
+def mozilla_fst_words(vocab, alphabet=ALPHABET):
+    """Mozilla's word-mode FST paths: each word's label ids + 1, then the space label (its id + 1)."""
+    return [[i + 1 for i in alphabet.Encode(w)] + [alphabet.EncodeSingle(" ") + 1] for w in vocab]
+
+
+def write_mozilla_scorer(path, lm_binary, vocab, alpha=0.931289039105002, beta=1.1834137581510284):
+    with open(path, "wb") as f:
+        f.write(lm_binary.read_bytes() + struct.pack("<i", 0x54524945) + struct.pack("<i?dd", 6, False, alpha, beta))
+        write_const_fst(f, mozilla_fst_words(vocab))
+    return path
+
+
 def write_const_fst(f, words):
     """An OpenFST ConstFst (aligned, as Mozilla writes it) accepting ``words`` (label ids + 1)."""
     trie, finals = [{}], set()
@@ -201,13 +213,8 @@ def write_const_fst(f, words):
 
 
 def test_reads_mozilla_scorer_files(word_scorer, tmp_path):
-    lm = (word_scorer.parent / "lm" / "lm.binary").read_bytes()
     vocab = (word_scorer.parent / "lm" / "vocab-500.txt").read_text().split()
-    mozilla = tmp_path / "mozilla.scorer"
-    with open(mozilla, "wb") as f:
-        f.write(lm + struct.pack("<i", 0x54524945) + struct.pack("<i?dd", 6, False, 0.931289039105002,
-                                                                   1.1834137581510284))
-        write_const_fst(f, [[i + 1 for i in ALPHABET.Encode(w)] for w in vocab])
+    mozilla = write_mozilla_scorer(tmp_path / "mozilla.scorer", word_scorer.parent / "lm" / "lm.binary", vocab)
     info = read_package(str(mozilla))
     assert info.mozilla and (info.alpha, info.beta) == (0.931289039105002, 1.1834137581510284)
     scorer = Scorer(None, None, str(mozilla), ALPHABET)
@@ -215,6 +222,67 @@ def test_reads_mozilla_scorer_files(word_scorer, tmp_path):
     assert ctc_beam_search_decoder(probs_for("the kat sat"), ALPHABET, 32, scorer=scorer)[0][1] == "the cat sat"
     set_default_params(str(mozilla), 0.5, 2.0)
     assert (read_package(str(mozilla)).alpha, read_package(str(mozilla)).beta) == (0.5, 2.0)
+
+
+def issue_probs(text, final_blank=True, alphabet=ALPHABET):
+    """The issue's probabilities: per character the character at 0.6, blank 0.2, the rest 1e-4
+    (renormalized), then a blank frame at 0.98; ``final_blank=False`` ends on the last character."""
+    n = len(alphabet) + 1
+    rows = []
+    for i, ch in enumerate(text):
+        row = np.full(n, 1e-4)
+        row[alphabet.EncodeSingle(ch)], row[-1] = 0.6, 0.2
+        rows.append(row / row.sum())
+        if final_blank or i < len(text) - 1:
+            row = np.full(n, 0.02 / (n - 1))
+            row[-1] = 0.98
+            rows.append(row)
+    return np.array(rows)
+
+
+@pytest.fixture(scope="module")
+def sentence_end_lm(tmp_path_factory):
+    """A 3-gram LM whose text never ends a sentence on 'of' (nor on 'yea')."""
+    if not (KENLM_BINS / "lmplz").exists():
+        pytest.skip("needs KenLM tools (make install)")
+    tmp = tmp_path_factory.mktemp("sentence_end_lm")
+    lines = ["it is the best of times", "it was the worst of times", "the best of all"] * 5 \
+        + ["it is the best"] * 15 + ["all year long", "yea or nay", "wash the water all year"] * 5
+    return build_lm(tmp, lines)
+
+
+def test_last_word_is_kept_though_the_lm_never_ends_a_sentence_on_it(sentence_end_lm, tmp_path):
+    """Mozilla scores no end-of-sentence: a last word is judged as any other word."""
+    scorer = Scorer(None, None, str(package(tmp_path, sentence_end_lm)), ALPHABET)
+    assert {"it", "is", "the", "best", "of"} <= set(scorer.vocabulary)
+    scorer.reset_params(0.931289039105002, 1.1834137581510284)
+    for final_blank in (True, False):
+        best = ctc_beam_search_decoder(issue_probs("it is the best of", final_blank), ALPHABET, 64, scorer=scorer)
+        assert best[0].transcript == "it is the best of"
+
+
+def test_mozilla_scorer_keeps_the_last_letter_of_the_last_word(sentence_end_lm, tmp_path):
+    """Mozilla's FST spells each word with its space; the last word of an utterance has none."""
+    vocab = (sentence_end_lm / "vocab-500.txt").read_text().split()
+    assert {"year", "yea"} <= set(vocab)
+    scorer = Scorer(None, None, str(write_mozilla_scorer(tmp_path / "m.scorer", sentence_end_lm / "lm.binary",
+                                                          vocab)), ALPHABET)
+    assert sorted(scorer.vocabulary) == sorted(vocab)
+    for alpha, beta in [(0.0, 0.0), (0.931289039105002, 1.1834137581510284), (2.0, 0.0)]:
+        scorer.reset_params(alpha, beta)
+        for beam in (16, 64, 500):
+            best = ctc_beam_search_decoder(probs_for("wash the water all year")[:-1], ALPHABET, beam, scorer=scorer)
+            assert best[0].transcript == "wash the water all year", (alpha, beta, beam)
+
+
+def test_a_hot_word_outside_the_vocabulary_is_accepted_and_changes_nothing(word_scorer, caplog):
+    scorer = Scorer(None, None, str(word_scorer), ALPHABET)
+    probs = probs_for("the cat sat")
+    plain = ctc_beam_search_decoder(probs, ALPHABET, 32, scorer=scorer)[0]
+    with caplog.at_level("WARNING", logger="deepspeech.ctcdecode"):
+        hot = ctc_beam_search_decoder(probs, ALPHABET, 32, scorer=scorer, hot_words={"zebra": 5.0, "the": 0.0})[0]
+    assert (hot.transcript, hot.confidence) == (plain.transcript, pytest.approx(plain.confidence))
+    assert "'zebra' is not in the scorer's vocabulary" in caplog.text
 
 
 def test_bad_scorers_and_probabilities_give_clear_errors(word_scorer, tmp_path):

@@ -150,11 +150,10 @@ def _hot_word_lm(lexicon, hot_words: dict):
 
     boosts = {}
     for word, boost in hot_words.items():
-        index = lexicon.words.get_index(word)
-        if index == lexicon.unk_index:
+        if not lexicon.words.contains(word):  # Mozilla accepts it too; its lexicon cannot spell it either
             log.warning("Hot word %r is not in the scorer's vocabulary: it cannot be boosted", word)
             continue
-        boosts[index] = float(boost) / LN10  # the LM speaks log10; alpha * ln 10 weighs it
+        boosts[lexicon.words.get_index(word)] = float(boost) / LN10  # LM log10; alpha * ln 10 weighs it
     keep = max(0, lexicon.order - 1)
 
     class HotWordLM(LM):
@@ -191,7 +190,11 @@ def _decode(decoder, probs: np.ndarray, cutoff_prob: float, alphabet: Alphabet, 
         end[0, scorer.lexicon().separator] = 0.0
         emissions = np.concatenate([emissions, end])
     emissions = np.ascontiguousarray(emissions)
-    hyps = sorted(decoder.decode(emissions.ctypes.data, *emissions.shape), key=lambda h: -h.score)
+    # No decode_end(): it would add the LM's end-of-sentence probability, which Mozilla's decoder never
+    # scores (a last word that rarely ends a sentence in the LM's text would lose to dropping it).
+    decoder.decode_begin()
+    decoder.decode_step(emissions.ctypes.data, *emissions.shape)
+    hyps = sorted(decoder.get_all_final_hypothesis(), key=lambda h: -h.score)
     results, seen = [], set()
     for hyp in hyps:
         result = _to_result(hyp, alphabet)
@@ -218,7 +221,7 @@ def _prune(probs: np.ndarray, cutoff_prob: float) -> np.ndarray:
 
 def _to_result(hyp, alphabet: Alphabet) -> DecodeResult:
     """Collapse the frame path into characters with the frame each starts at."""
-    path = hyp.tokens[1:-1]  # flashlight pads the path with a token at each end
+    path = hyp.tokens[1:]  # flashlight starts the path with a token before the first frame
     blank, space = alphabet.blank_id, alphabet.EncodeSingle(" ") if alphabet.CanEncodeSingle(" ") else -1
     tokens, timesteps, previous = [], [], -1
     for t, token in enumerate(path):

@@ -193,8 +193,12 @@ def vocabulary_for(package: ScorerPackage, alphabet: Alphabet) -> list[str]:
                           f"is not supported; train with a character alphabet")
     if not package.mozilla:
         return list(package.vocabulary)
+    # Mozilla's word-mode FST spells every word followed by the space label (its lexicon ends words there)
+    space = alphabet.EncodeSingle(" ") + 1 if not package.utf8_mode and alphabet.CanEncodeSingle(" ") else None
     words = []
     for ids in package.vocabulary:
+        if space is not None and ids and ids[-1] == space:
+            ids = ids[:-1]
         if any(i < 1 or i > len(alphabet) for i in ids):
             raise ScorerError(f"{package.path}: its vocabulary uses label ids beyond the model's "
                               f"alphabet of {len(alphabet)} labels")
