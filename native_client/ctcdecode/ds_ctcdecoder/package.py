@@ -194,7 +194,12 @@ def vocabulary_for(package: ScorerPackage, alphabet: Alphabet) -> list[str]:
     if not package.mozilla:
         return list(package.vocabulary)
     words = []
+    # Mozilla's word-mode vocabulary FST spells every word with the space label after it
+    # (generate_scorer_package's add_word_to_dictionary); the runtime emits a space only there
+    space = alphabet.EncodeSingle(" ") + 1 if not package.utf8_mode and alphabet.CanEncodeSingle(" ") else None
     for ids in package.vocabulary:
+        if space is not None and len(ids) > 1 and ids[-1] == space:
+            ids = ids[:-1]
         if any(i < 1 or i > len(alphabet) for i in ids):
             raise ScorerError(f"{package.path}: its vocabulary uses label ids beyond the model's "
                               f"alphabet of {len(alphabet)} labels")
