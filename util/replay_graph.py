@@ -48,14 +48,33 @@ def padded_probs(probs: np.ndarray) -> np.ndarray:
     return np.concatenate([probs, blank])
 
 
+_TEMPLATES = {}
+
+
 def build_replay_graph_def(probs: np.ndarray, alphabet, beam_width: int = 500):
-    """The replay GraphDef (tf.compat.v1 graph mode, default attributes stripped)."""
-    import tensorflow as tf
+    """The replay GraphDef: a template graph per (alphabet, beam width), with this matrix's consts."""
+    from tensorflow.core.framework import graph_pb2
+    from tensorflow.python.framework import tensor_util
 
     if len(alphabet) + 1 != np.shape(probs)[1]:
         raise ValueError(f"the alphabet has {len(alphabet)} labels, so {len(alphabet) + 1} classes; "
                          f"the matrix has {np.shape(probs)[1]}")
     table = padded_probs(probs)
+    key = (alphabet.Serialize(), beam_width)
+    if key not in _TEMPLATES:
+        _TEMPLATES[key] = _template(table, alphabet, beam_width).SerializeToString()
+    graph_def = graph_pb2.GraphDef.FromString(_TEMPLATES[key])
+    consts = {"replay_probs": table, "replay_last_row": np.float32(len(table) - 1)}
+    for node in graph_def.node:
+        if node.name in consts:
+            node.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(consts[node.name]))
+    return graph_def
+
+
+def _template(table: np.ndarray, alphabet, beam_width: int):
+    """The replay graph in tf.compat.v1 graph mode, default attributes stripped."""
+    import tensorflow as tf
+
     raw = tf.raw_ops
     graph = tf.Graph()
     with graph.as_default():
@@ -82,7 +101,7 @@ def build_replay_graph_def(probs: np.ndarray, alphabet, beam_width: int = 500):
 
         start = raw.MatMul(a=state_c, b=tf.constant(np.ones((1, N_STEPS), np.float32)))
         rows = raw.BiasAdd(value=start, bias=tf.constant(np.arange(N_STEPS, dtype=np.float32)))
-        rows = raw.Minimum(x=rows, y=tf.constant(float(len(table) - 1)))
+        rows = raw.Minimum(x=rows, y=tf.constant(float(len(table) - 1), name="replay_last_row"))
         indices = raw.Reshape(tensor=raw.Cast(x=rows, DstT=tf.int32), shape=tf.constant([N_STEPS, 1]))
         gathered = raw.GatherNd(params=tf.constant(table, name="replay_probs"), indices=indices)
         raw.Identity(input=raw.Reshape(tensor=gathered, shape=tf.constant([N_STEPS, 1, table.shape[1]])),
