@@ -19,7 +19,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install demo test test-all smoke clean-demo
 
-install: $(STAMP)/python $(STAMP)/kenlm
+install: $(STAMP)/python $(STAMP)/kenlm $(STAMP)/reference
 
 $(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
@@ -44,6 +44,14 @@ $(STAMP)/kenlm: requirements.txt $(STAMP)/apt | $(STAMP)/python
 	  cmake --build .cache/kenlm/build -j 2 --target lmplz filter build_binary) >.cache/kenlm/build.log 2>&1 \
 	  || (tail -30 .cache/kenlm/build.log; exit 1)
 	@mkdir -p $(KENLM_BINS) && cp .cache/kenlm/build/bin/lmplz .cache/kenlm/build/bin/filter .cache/kenlm/build/bin/build_binary $(KENLM_BINS)/
+	@touch $@
+
+# Mozilla's and Coqui's native runtimes (versions pinned in util/mozilla_runtime.py), the oracles of
+# tests/test_mozilla_runtime.py and bench/decoder_parity.py: PyPI wheels, only their shared libraries
+# unpacked into .cache/reference/<name>-<version>/
+$(STAMP)/reference: util/mozilla_runtime.py | $(STAMP)/python
+	@mkdir -p $(STAMP)
+	$(PY) util/mozilla_runtime.py fetch
 	@touch $@
 
 test: install
