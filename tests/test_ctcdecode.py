@@ -174,7 +174,10 @@ def test_character_scorer_for_mandarin(tmp_path):
 
 
 def write_const_fst(f, words):
-    """An OpenFST ConstFst (aligned, as Mozilla writes it) accepting ``words`` (label ids + 1)."""
+    """An OpenFST ConstFst (aligned, as Mozilla writes it) accepting ``words`` (label ids + 1).
+
+    Written by hand (a plain trie, properties left unknown) to check the reader apart from fst.py.
+    """
     trie, finals = [{}], set()
     for word in words:
         node = 0
@@ -188,7 +191,7 @@ def write_const_fst(f, words):
     for s in (b"const", b"standard"):
         header += struct.pack("<i", len(s)) + s
     arcs = [(label, nxt) for node in trie for label, nxt in sorted(node.items())]
-    header += struct.pack("<iiQqqq", 1, 0, 0, 0, len(trie), len(arcs))
+    header += struct.pack("<iiQqqq", 1, 4, 0, 0, len(trie), len(arcs))  # version 1, IS_ALIGNED
     f.write(header)
     f.write(b"\0" * (-f.tell() % 16))
     pos = 0
@@ -207,7 +210,7 @@ def test_reads_mozilla_scorer_files(word_scorer, tmp_path):
     with open(mozilla, "wb") as f:
         f.write(lm + struct.pack("<i", 0x54524945) + struct.pack("<i?dd", 6, False, 0.931289039105002,
                                                                    1.1834137581510284))
-        write_const_fst(f, [[i + 1 for i in ALPHABET.Encode(w)] for w in vocab])
+        write_const_fst(f, [[i + 1 for i in ALPHABET.Encode(w + " ")] for w in vocab])  # Mozilla: word, space
     info = read_package(str(mozilla))
     assert info.mozilla and (info.alpha, info.beta) == (0.931289039105002, 1.1834137581510284)
     scorer = Scorer(None, None, str(mozilla), ALPHABET)

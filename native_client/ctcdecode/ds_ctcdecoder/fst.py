@@ -106,7 +106,8 @@ def _register_suffix(finals, arcs, register, path, word, keep: int) -> None:
     """
     for depth in range(len(word), keep, -1):
         state, parent = path[depth], path[depth - 1]
-        signature = (finals[state], tuple(sorted(arcs[state].items())))
+        # arcs were added by ascending label (sorted words), and replacing keeps the order
+        signature = (finals[state], tuple(arcs[state].items()))
         same = register.get(signature)
         if same is None:
             register[signature] = state
@@ -229,7 +230,7 @@ def read_const_fst(data, pos: int) -> tuple[Dfa, int]:
     if flags & 0x3:
         raise FstError("vocabulary FST with symbol tables is not supported")
     if version not in (ALIGNED_VERSION, UNALIGNED_VERSION) or n_states < 0 or n_arcs < 0:
-        raise FstError(f"unsupported ConstFst (version {version}, {n_states} states, {n_arcs} arcs)")
+        raise FstError(f"unsupported ConstFst (format {version}, {n_states} states, {n_arcs} arcs)")
     aligned = version == ALIGNED_VERSION or flags & IS_ALIGNED
     if aligned:
         pos += -pos % ALIGNMENT

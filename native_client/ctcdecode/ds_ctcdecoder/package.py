@@ -74,7 +74,11 @@ class ScorerPackage:
 
 
 def fst_labels(vocabulary: list[str], alphabet: Alphabet | None, utf8_mode: bool) -> list[tuple[int, ...]]:
-    """The FST paths Mozilla's generate_scorer_package makes of a vocabulary (see the module doc)."""
+    """The FST paths Mozilla's generate_scorer_package makes of a vocabulary (see the module doc).
+
+    An alphabet without a space label gets no label after each word (Mozilla's tool would append
+    label -1 there; such a word-mode scorer cannot work in Mozilla's decoder anyway).
+    """
     words = [w for w in vocabulary if w not in SPECIAL_TOKENS]
     if utf8_mode:
         return [tuple(w.encode("utf-8")) for w in words if w]
