@@ -11,7 +11,8 @@ DEMO_DATA := data/espeak-en
 DEMO_CKPT := runs/demo/checkpoints
 DEMO_CORPUS_FLAGS ?= --train_utterances 5000 --dev_utterances 200 --test_utterances 300 -j 2
 APT_PACKAGES := espeak-ng sox libsndfile1 bible-kjv fortunes-zh cmake g++ make zlib1g-dev libbz2-dev liblzma-dev \
-  libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev
+  libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev \
+  libfst-dev  # OpenFST: tests/mozilla_scorer_check.cc loads .scorer files as Mozilla's runtime does
 # KenLM's lmplz, filter and build_binary, built from the kenlm source package pinned in requirements.txt
 KENLM_VERSION := $(shell sed -n 's/^kenlm==//p' requirements.txt)
 KENLM_BINS := .cache/kenlm/bin

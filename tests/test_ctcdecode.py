@@ -186,7 +186,10 @@ def write_mozilla_scorer(path, lm_binary, vocab, alpha=0.931289039105002, beta=1
 
 
 def write_const_fst(f, words):
-    """An OpenFST ConstFst (aligned, as Mozilla writes it) accepting ``words`` (label ids + 1)."""
+    """An OpenFST ConstFst (aligned, as Mozilla writes it) accepting ``words`` (label ids + 1).
+
+    Written by hand (a plain trie, properties left unknown) to check the reader apart from fst.py.
+    """
     trie, finals = [{}], set()
     for word in words:
         node = 0
@@ -200,7 +203,7 @@ def write_const_fst(f, words):
     for s in (b"const", b"standard"):
         header += struct.pack("<i", len(s)) + s
     arcs = [(label, nxt) for node in trie for label, nxt in sorted(node.items())]
-    header += struct.pack("<iiQqqq", 1, 0, 0, 0, len(trie), len(arcs))
+    header += struct.pack("<iiQqqq", 1, 4, 0, 0, len(trie), len(arcs))  # version 1, IS_ALIGNED
     f.write(header)
     f.write(b"\0" * (-f.tell() % 16))
     pos = 0
