@@ -11,8 +11,7 @@ DEMO_DATA := data/espeak-en
 DEMO_CKPT := runs/demo/checkpoints
 DEMO_CORPUS_FLAGS ?= --train_utterances 5000 --dev_utterances 200 --test_utterances 300 -j 2
 APT_PACKAGES := espeak-ng sox libsndfile1 bible-kjv fortunes-zh cmake g++ make zlib1g-dev libbz2-dev liblzma-dev \
-  libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev \
-  libfst-dev  # OpenFST: tests/mozilla_scorer_check.cc loads .scorer files as Mozilla's runtime does
+  libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev
 # KenLM's lmplz, filter and build_binary, built from the kenlm source package pinned in requirements.txt
 KENLM_VERSION := $(shell sed -n 's/^kenlm==//p' requirements.txt)
 KENLM_BINS := .cache/kenlm/bin
@@ -20,7 +19,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install demo test test-all smoke clean-demo
 
-install: $(STAMP)/python $(STAMP)/kenlm $(STAMP)/reference
+CTCDECODE_LIB := native_client/ctcdecode/ds_ctcdecoder/libctcdecode.so
+
+install: $(STAMP)/python $(STAMP)/kenlm $(CTCDECODE_LIB) $(STAMP)/reference
 
 $(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
@@ -46,6 +47,11 @@ $(STAMP)/kenlm: requirements.txt $(STAMP)/apt | $(STAMP)/python
 	  || (tail -30 .cache/kenlm/build.log; exit 1)
 	@mkdir -p $(KENLM_BINS) && cp .cache/kenlm/build/bin/lmplz .cache/kenlm/build/bin/filter .cache/kenlm/build/bin/build_binary $(KENLM_BINS)/
 	@touch $@
+
+# The CTC prefix beam search (C++ with KenLM's query code), loaded by ds_ctcdecoder with ctypes
+$(CTCDECODE_LIB): native_client/ctcdecode/src/prefix_search.cc native_client/ctcdecode/build.sh $(STAMP)/kenlm
+	@echo "Building the CTC decoder: native_client/ctcdecode/build.sh"
+	native_client/ctcdecode/build.sh .cache/kenlm/src $@
 
 # Mozilla's and Coqui's native runtimes (versions pinned in util/mozilla_runtime.py), the oracles of
 # tests/test_mozilla_runtime.py and bench/decoder_parity.py: PyPI wheels, only their shared libraries

@@ -34,7 +34,7 @@ def ours(labels, args):
 
     alphabet = Alphabet.from_labels(labels)
     scorer = Scorer(args.alpha, args.beta, args.scorer, alphabet)
-    scorer.lexicon()  # load the LM before timing, as pyctcdecode does when it is built
+    scorer.load()  # load the LM before timing, as pyctcdecode does when it is built
 
     threshold = {} if args.beam_threshold is None else {"beam_threshold": args.beam_threshold}
 

@@ -130,7 +130,7 @@ def decode_ours(labels: list[str], probs, configs, usable: set) -> dict:
         if scorer_path is not None:
             if scorer_path not in scorers:
                 scorers[scorer_path] = Scorer(alpha, beta, scorer_path, alphabet)
-                scorers[scorer_path].lexicon()  # load the LM before timing
+                scorers[scorer_path].load()  # load the LM before timing
             scorer = scorers[scorer_path]
             scorer.reset_params(alpha, beta)
         ctc_beam_search_decoder(probs[0], alphabet, beam, CUTOFF_PROB, CUTOFF_TOP_N, scorer)  # warm-up

@@ -258,19 +258,20 @@ def test_scorer_alpha_beta_and_hot_words(fake_model, scorer_path):
     assert model.stt(heard) == "the cat sat"
     assert model.setScorerAlphaBeta(0.75, 0.0) == 0
     # 'cat' louder than 'rat' in the same frames: the boost of the hot word decides
-    ambiguous = tone_audio("the cat", mix={4: ("r", 0.45)})
-    assert model.stt(ambiguous) == "the cat"
-    model.addHotWord("rat", 3.0)
-    assert model.stt(ambiguous) == "the rat"
+    # (a hot word counts in the n-grams scored at a space after a word, as Mozilla's: not as the last word)
+    ambiguous = tone_audio("the cat sat", mix={4: ("r", 0.45)})
+    assert model.stt(ambiguous) == "the cat sat"
+    model.addHotWord("rat", 8.0)
+    assert model.stt(ambiguous) == "the rat sat "  # boosted "rat sat" + a space: kept, as Mozilla keeps it
     with pytest.raises(RuntimeError, match="0x3008"):
         model.addHotWord("rat", 1.0)  # already there (Mozilla's insert does not overwrite)
     model.eraseHotWord("rat")
-    assert model.stt(ambiguous) == "the cat"
+    assert model.stt(ambiguous) == "the cat sat"
     with pytest.raises(RuntimeError, match="0x3010"):
         model.eraseHotWord("rat")
-    model.addHotWord("rat", 3.0)
+    model.addHotWord("rat", 8.0)
     model.clearHotWords()
-    assert model.stt(ambiguous) == "the cat"
+    assert model.stt(ambiguous) == "the cat sat"
     stream = model.createStream()  # a stream keeps the settings it was created with
     model.disableExternalScorer()
     assert model.stt(heard) == "the kat sat"
@@ -404,22 +405,22 @@ def test_cli_resamples_other_rates_and_formats_with_a_warning(fake_model, tmp_pa
 
 
 def test_cli_hot_words_and_scorer(fake_model, tmp_path, capsys, scorer_path):
-    wav = write_wav(tmp_path / "a.wav", tone_audio("the cat", mix={4: ("r", 0.45)}))
+    wav = write_wav(tmp_path / "a.wav", tone_audio("the cat sat", mix={4: ("r", 0.45)}))
     model = fake_model()
     code, out, _ = run_cli(capsys, "--model", model, "--audio", wav, "--scorer", scorer_path, "--lm_beta", "0")
-    assert code == 0 and out == "the cat\n"
+    assert code == 0 and out == "the cat sat\n"
     code, out, _ = run_cli(capsys, "--model", model, "--audio", wav, "--scorer", scorer_path,
-                           "--lm_beta", "0", "--hot_words", "rat:3.0")
-    assert code == 0 and out == "the rat\n"
+                           "--lm_beta", "0", "--hot_words", "rat:8.0")
+    assert code == 0 and out == "the rat sat \n"
     # a hot word the scorer cannot spell is accepted, as by Mozilla, and changes nothing
     code, out, err = run_cli(capsys, "--model", model, "--audio", wav, "--scorer", scorer_path,
-                             "--lm_beta", "0", "--hot_words", "zebra:5.0,rat:3.0")
-    assert code == 0 and out == "the rat\n" and "Traceback" not in err
+                             "--lm_beta", "0", "--hot_words", "zebra:5.0,rat:8.0")
+    assert code == 0 and out == "the rat sat \n" and "Traceback" not in err
     deepspeech_model = deepspeech.Model(model)
     deepspeech_model.enableExternalScorer(scorer_path)
     deepspeech_model.addHotWord("zebra", 5.0)
     assert deepspeech_model.stt(tone_audio("the cat")) == "the cat"
-    code, _, err = run_cli(capsys, "--model", model, "--audio", wav, "--hot_words", "rat:3.0")
+    code, _, err = run_cli(capsys, "--model", model, "--audio", wav, "--hot_words", "rat:8.0")
     assert code == 1 and "External scorer is not enabled" in err
     code, _, err = run_cli(capsys, "--model", model, "--audio", wav, "--scorer", scorer_path,
                            "--hot_words", "rat")

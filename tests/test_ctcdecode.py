@@ -1,4 +1,4 @@
-"""ds_ctcdecoder: Mozilla's API on flashlight-text, scorer packages (ours and Mozilla's), LM tools."""
+"""ds_ctcdecoder: Mozilla's API on our prefix search, scorer packages (ours and Mozilla's), LM tools."""
 import shutil
 import struct
 import subprocess
@@ -90,8 +90,12 @@ def test_word_scorer_fixes_a_misheard_word_and_times_characters(word_scorer):
     results = ctc_beam_search_decoder(probs, ALPHABET, 32, scorer=scorer, num_results=3)
     assert len({r.transcript for r in results}) == 3 and results[0].confidence >= results[1].confidence
     # the paper's pruning keeps the answer of a confident model
-    pruned = ctc_beam_search_decoder(probs, ALPHABET, 32, cutoff_prob=0.99, cutoff_top_n=5, scorer=scorer)
+    # (Mozilla's pruning: per frame, the fewest labels reaching cutoff_prob, at most cutoff_top_n)
+    heard = probs_for("the kat sat", confusion={4: ("c", 0.5)})
+    pruned = ctc_beam_search_decoder(heard, ALPHABET, 32, cutoff_prob=0.9, cutoff_top_n=5, scorer=scorer)
     assert pruned[0].transcript == "the cat sat"
+    too_few = ctc_beam_search_decoder(heard, ALPHABET, 32, cutoff_prob=0.5, cutoff_top_n=5, scorer=scorer)
+    assert too_few[0].transcript != "the cat sat"  # only 'k' is tried at that frame
 
 
 def test_words_end_at_a_space_and_keep_ctc_repeats(word_scorer):
@@ -124,26 +128,23 @@ def test_an_unknown_last_word_gives_one_ranked_answer(word_scorer):
 
 def test_hot_words_boost_a_word(word_scorer):
     scorer = Scorer(0.75, 0.0, str(word_scorer), ALPHABET)
-    probs = probs_for("the cat", confusion={4: ("r", 0.9)})  # 'cat' slightly over 'rat'
-    assert ctc_beam_search_decoder(probs, ALPHABET, 32, scorer=scorer)[0].transcript == "the cat"
+    probs = probs_for("the cat sat", confusion={4: ("r", 0.9)})  # 'cat' slightly over 'rat'
+    assert ctc_beam_search_decoder(probs, ALPHABET, 32, scorer=scorer)[0].transcript == "the cat sat"
     boosted = ctc_beam_search_decoder(probs, ALPHABET, 32, scorer=scorer, hot_words={"rat": 3.0})
-    assert boosted[0].transcript == "the rat"
+    assert boosted[0].transcript == "the rat sat"
 
 
 def test_hot_word_boost_spans_the_ngram_window_as_mozilla(word_scorer):
-    from ds_ctcdecoder.decoder import _hot_word_lm
-
-    lexicon = Scorer(None, None, str(word_scorer), ALPHABET).lexicon()
-    assert lexicon.order == 3
-    hot = _hot_word_lm(lexicon, {"cat": 2.0})
-    ids = [lexicon.words.get_index(w) for w in "the cat sat on the mat".split()]
-    plain_state, hot_state, boosts = lexicon.lm.start(False), hot.start(False), []
-    for index in ids:
-        plain_state, plain = lexicon.lm.score(plain_state, index)
-        hot_state, boosted = hot.score(hot_state, index)
-        boosts.append(round((boosted - plain) * np.log(10), 4))
-    # 'cat' and the two words after it are scored in 3-grams that contain 'cat'
-    assert boosts == [0.0, 2.0, 2.0, 2.0, 0.0, 0.0]
+    """Mozilla adds a hot word's boost to every n-gram scored with it inside (alpha-weighted); the
+    last word, scored when the audio ends, gets no boost."""
+    scorer = Scorer(1.0, 0.0, str(word_scorer), ALPHABET)
+    assert scorer.load().order == 3
+    probs = probs_for("the cat sat on the mat")
+    plain = ctc_beam_search_decoder(probs, ALPHABET, 32, scorer=scorer)[0]
+    hot = ctc_beam_search_decoder(probs, ALPHABET, 32, scorer=scorer, hot_words={"cat": 2.0})[0]
+    assert plain.transcript == hot.transcript == "the cat sat on the mat"
+    # 3-grams ending at 'cat', 'sat' and 'on' contain 'cat'
+    assert hot.confidence - plain.confidence == pytest.approx(3 * 2.0, abs=1e-4)
 
 
 def test_batch_decoding_in_processes_equals_one_by_one(word_scorer):

@@ -43,15 +43,31 @@ LIBRARIES = {
 }
 
 
+# deepspeech.h / coqui-stt.h error codes (DS_ERR_* / STT_ERR_*)
+ERROR_NAMES = {
+    0x1000: "NO_MODEL", 0x2000: "INVALID_ALPHABET", 0x2001: "INVALID_SHAPE", 0x2002: "INVALID_SCORER",
+    0x2003: "MODEL_INCOMPATIBLE", 0x2004: "SCORER_NOT_ENABLED", 0x2005: "SCORER_UNREADABLE",
+    0x2006: "SCORER_INVALID_LM", 0x2007: "SCORER_NO_TRIE", 0x2008: "SCORER_INVALID_TRIE",
+    0x2009: "SCORER_VERSION_MISMATCH", 0x3000: "FAIL_INIT_MMAP", 0x3001: "FAIL_INIT_SESS",
+    0x3002: "FAIL_INTERPRETER", 0x3003: "FAIL_RUN_SESS", 0x3004: "FAIL_CREATE_STREAM",
+    0x3005: "FAIL_READ_PROTOBUF", 0x3006: "FAIL_CREATE_SESS", 0x3007: "FAIL_CREATE_MODEL",
+    0x3008: "FAIL_INSERT_HOTWORD", 0x3009: "FAIL_CLEAR_HOTWORD", 0x3010: "FAIL_ERASE_HOTWORD",
+}
+
+
 class RuntimeLibraryError(RuntimeError):
     """The reference library is missing or does not load."""
 
 
 class RuntimeCallError(RuntimeError):
-    """A runtime call returned an error code; ``code`` and the runtime's ``message`` are kept."""
+    """A runtime call failed: ``code`` (-1 for a NULL result), its ``name`` and the runtime's ``message``."""
 
     def __init__(self, call: str, code: int, message: str):
-        super().__init__(f"{call} failed with error 0x{code:04X}: {message}")
+        prefix = call.split("_")[0]
+        self.name = f"{prefix}_ERR_{ERROR_NAMES[code]}" if code in ERROR_NAMES else None
+        named = f" ({self.name})" if self.name else ""
+        super().__init__(f"{call} failed with error 0x{code:04X}{named}: {message}" if code >= 0
+                         else f"{call} failed: {message}")
         self.call, self.code, self.message = call, code, message
 
 

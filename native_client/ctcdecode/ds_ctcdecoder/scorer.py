@@ -1,31 +1,21 @@
 """Mozilla's ``Scorer``: a KenLM language model plus the vocabulary that constrains the search.
 
-The flashlight-text structures (word dictionary, KenLM wrapper, lexicon trie) are built once, on the
-first decode, and shared by every later one.
+The native structures (KenLM, the vocabulary lexicon) are built once, on the first decode, and
+shared by every later one.
 """
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 
-from .alphabet import Alphabet
+from .alphabet import Alphabet, UTF8Alphabet
+from .native import BYTES, CHARACTERS, WORDS, NativeScorer
 from .package import ScorerError, read_package, vocabulary_for
 
 log = logging.getLogger("deepspeech.ctcdecode")
 
-LN10 = math.log(10.0)  # KenLM scores are log10; alpha and beta act on natural logs, as Mozilla's
-UNK = "<unk>"
-
-
-@dataclass
-class Lexicon:
-    words: object  # flashlight Dictionary: LM words, index 0 is <unk>
-    lm: object  # flashlight KenLM
-    trie: object  # spellings (alphabet ids) -> word index, smeared with unigram scores
-    unk_index: int
-    separator: int  # the label between words: space in word mode, blank in character mode
-    order: int  # the LM's n
+LN10 = math.log(10.0)
+SPECIAL = ("<s>", "</s>", "<unk>")
 
 
 class Scorer:
@@ -44,7 +34,7 @@ class Scorer:
             raise ScorerError(f"{scorer_path}: the scorer has an empty vocabulary")
         self.alpha = self.package.alpha if alpha is None else float(alpha)
         self.beta = self.package.beta if beta is None else float(beta)
-        self._lexicon: Lexicon | None = None
+        self._native: NativeScorer | None = None
 
     @property
     def scorer_path(self) -> str:
@@ -62,45 +52,33 @@ class Scorer:
     def get_default_beta(self) -> float:
         return self.package.beta
 
-    def lexicon(self) -> Lexicon:
-        if self._lexicon is None:
-            self._lexicon = self._build_lexicon()
-        return self._lexicon
+    @property
+    def mode(self) -> int:
+        """WORDS (the LM scores words at spaces), BYTES (a bytes-output model: the LM scores each UTF-8
+        character once its last byte is out) or CHARACTERS (a character alphabet: every label)."""
+        if not self.package.utf8_mode:
+            return WORDS
+        return BYTES if isinstance(self.alphabet, UTF8Alphabet) else CHARACTERS
 
-    def _build_lexicon(self) -> Lexicon:
-        from flashlight.lib.text.decoder import SmearingMode, Trie
-        from flashlight.lib.text.decoder.kenlm import KenLM
-        from flashlight.lib.text.dictionary import Dictionary
+    def load(self) -> NativeScorer:
+        """The language model and the lexicon, loaded on first use."""
+        if self._native is None:
+            self._native = self._build()
+        return self._native
 
-        words = Dictionary()
-        words.add_entry(UNK)
-        usable = [w for w in self.vocabulary if w and w != UNK and self.alphabet.CanEncode(w)
-                  and not w.startswith("<")]
-        for word in usable:
-            words.add_entry(word)
-        try:
-            lm = KenLM(self.package.path, words)
-        except Exception as err:  # flashlight raises RuntimeError/ValueError from KenLM's C++
-            raise ScorerError(f"{self.package.path}: KenLM cannot load its language model ({err})") from err
-        separator = self._separator()
-        trie = Trie(len(self.alphabet) + 1, separator)
-        start = lm.start(True)  # no context: the look-ahead is each word's unigram, not P(word | <s>)
-        # Word mode spells every word with its trailing space: a word ends only where the acoustic
-        # model put a space, and flashlight's CTC repeat rule then holds for a word's last letter too
-        # (a word emitted on its last letter could swallow a doubled letter: 'al' read as 'all').
-        ending = [] if separator == self.alphabet.blank_id else [separator]
-        for word in usable:
-            index = words.get_index(word)
-            _, unigram = lm.score(start, index)
-            trie.insert(self.alphabet.encode(word) + ending, index, unigram)  # log10, as the LM's
-        trie.smear(SmearingMode.MAX)
+    def _build(self) -> NativeScorer:
+        alphabet = self.alphabet
+        usable = [w for w in self.vocabulary if w and w not in SPECIAL and alphabet.CanEncode(w)]
         if len(usable) < len(self.vocabulary):
             log.info("%s: %d of %d vocabulary entries can be spelled with the alphabet", self.package.path,
                      len(usable), len(self.vocabulary))
-        return Lexicon(words, lm, trie, words.get_index(UNK), separator, self.package.order)
+        labels = [alphabet.DecodeSingle(i) for i in range(len(alphabet))]
+        try:
+            return NativeScorer(self.package.path, self.mode, self.space_label(),
+                                labels, [alphabet.encode(w) for w in usable])
+        except ValueError as err:
+            raise ScorerError(f"{self.package.path}: KenLM cannot load its language model ({err})") from err
 
-    def _separator(self) -> int:
-        """The word separator: the space label in word mode; the blank in character mode."""
-        if self.package.utf8_mode or not self.alphabet.CanEncodeSingle(" "):
-            return self.alphabet.blank_id
-        return self.alphabet.EncodeSingle(" ")
+    def space_label(self) -> int:
+        alphabet = self.alphabet
+        return alphabet.EncodeSingle(" ") if alphabet.CanEncodeSingle(" ") else -1

@@ -102,7 +102,7 @@ class Model:
     def enableExternalScorer(self, scorer_path: str) -> None:  # noqa: N802
         try:
             scorer = Scorer(None, None, str(scorer_path), self._impl.alphabet)
-            scorer.lexicon()  # load the LM and vocabulary now, not at the first decode
+            scorer.load()  # load the LM and vocabulary now, not at the first decode
         except ScorerError as err:
             raise DeepSpeechError("EnableExternalScorer", _scorer_error_code(err), str(err)) from None
         self._scorer = scorer
