@@ -118,7 +118,11 @@ class Alphabet:
 
 
 class UTF8Alphabet(Alphabet):
-    """Mozilla's bytes output mode: 255 labels, label i is the byte i + 1."""
+    """Mozilla's bytes output mode: 255 labels, label i is the byte i + 1 (the blank is 255).
+
+    ``decode`` keeps only whole, valid UTF-8 characters (see ``utf8_characters``): a transcript is
+    always valid UTF-8 and never holds U+FFFD for bytes the model got wrong.
+    """
 
     def __init__(self):
         super().__init__(labels=[chr(b) for b in range(1, 256)])
@@ -127,7 +131,7 @@ class UTF8Alphabet(Alphabet):
         return [b - 1 for b in text.encode("utf-8")]
 
     def decode(self, ids: Iterable[int]) -> str:
-        return bytes(i + 1 for i in ids if 0 <= i < 255).decode("utf-8", errors="replace")
+        return "".join(char for char, _ in utf8_characters(list(ids)))
 
     def missing(self, text: str) -> list[str]:
         return []
@@ -137,6 +141,45 @@ class UTF8Alphabet(Alphabet):
 
     def DecodeSingle(self, label_id: int) -> str:  # noqa: N802
         return bytes([label_id + 1]).decode("latin-1")
+
+
+def utf8_sequence_length(byte: int) -> int:
+    """How many bytes the UTF-8 character that starts with ``byte`` has; 0: it cannot start one."""
+    if byte < 0x80:
+        return 1
+    if 0xC2 <= byte <= 0xDF:
+        return 2
+    if 0xE0 <= byte <= 0xEF:
+        return 3
+    if 0xF0 <= byte <= 0xF4:
+        return 4
+    return 0  # a continuation byte, an overlong lead (C0, C1) or beyond U+10FFFF (F5-FF)
+
+
+def utf8_characters(ids: list[int], timesteps: list[int] | None = None) -> list[tuple[str, int]]:
+    """Byte labels (byte - 1) -> [(character, its first byte's timestep)], valid UTF-8 only.
+
+    The one policy for bytes-mode output (greedy, beam search without a scorer, the client's
+    metadata): a byte sequence that is not a whole valid character -- a stray continuation byte, a
+    lead byte without its continuation bytes (also at the end), an overlong form or a surrogate -- is
+    dropped, never shown as U+FFFD. Decoding resumes at the next byte that can start a character.
+    """
+    raw = [i + 1 for i in ids]
+    steps = timesteps if timesteps is not None else range(len(raw))
+    steps = list(steps)
+    out, pos = [], 0
+    while pos < len(raw):
+        need = utf8_sequence_length(raw[pos]) if 1 <= raw[pos] <= 255 else 0
+        chunk = raw[pos:pos + need] if need else []
+        if need and len(chunk) == need and all(0x80 <= b <= 0xBF for b in chunk[1:]):
+            try:
+                out.append((bytes(chunk).decode("utf-8"), steps[pos]))
+                pos += need
+                continue
+            except UnicodeDecodeError:  # overlong (E0 80..9F, F0 80..8F), surrogate, beyond U+10FFFF
+                pass
+        pos += 1
+    return out
 
 
 def _read_labels(path: str) -> list[str]:

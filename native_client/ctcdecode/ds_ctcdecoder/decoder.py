@@ -5,6 +5,8 @@ The paper's objective Q(y) = log p_ctc(y|x) + alpha log p_lm(y) + beta wc(y):
   (a trie), the LM scores each word as it completes, beta is added per word;
 - character scorer (Mandarin): the same decoder with one-character words, so the LM and beta act on
   every character;
+- bytes-mode scorer with a UTF8Alphabet model: flashlight's lexicon-free decoder over the byte labels,
+  its LM spelling the scorer's characters in UTF-8 bytes (bytes_lm.py);
 - no scorer: flashlight's lexicon-free decoder with no LM (plain prefix beam search).
 Paths that spell the same hypothesis are summed (log-add), as CTC defines its probability.
 Pruning (the paper's): at each frame only the fewest labels whose probabilities add up to
@@ -18,6 +20,7 @@ import multiprocessing
 import numpy as np
 
 from .alphabet import Alphabet
+from .bytes_lm import is_bytes_mode, spelled_lm
 from .scorer import LN10, Scorer
 
 log = logging.getLogger("deepspeech.ctcdecode")
@@ -129,6 +132,13 @@ def _make_decoder(alphabet, beam_size, cutoff_top_n, scorer, hot_words, beam_thr
         lm = fl.ZeroLM()
         return fl.LexiconFreeDecoder(options, lm, space, alphabet.blank_id, []), lm
     lexicon = scorer.lexicon()
+    if is_bytes_mode(alphabet):  # byte labels, character LM: the LM wrapper spells the characters
+        lm = spelled_lm(lexicon.trie, _hot_word_lm(lexicon, hot_words) if hot_words else lexicon.lm,
+                        scorer.alpha * LN10, scorer.beta)
+        options = fl.LexiconFreeDecoderOptions(
+            beam_size=int(beam_size), beam_size_token=top_n, beam_threshold=float(beam_threshold),
+            lm_weight=1.0, sil_score=0.0, log_add=True, criterion_type=fl.CriterionType.CTC)
+        return fl.LexiconFreeDecoder(options, lm, alphabet.blank_id, alphabet.blank_id, []), lm
     options = fl.LexiconDecoderOptions(
         beam_size=int(beam_size), beam_size_token=top_n, beam_threshold=float(beam_threshold),
         lm_weight=scorer.alpha * LN10, word_score=scorer.beta, unk_score=float("-inf"), sil_score=0.0,

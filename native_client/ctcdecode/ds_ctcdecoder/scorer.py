@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 from .alphabet import Alphabet
+from .bytes_lm import byte_trie, is_bytes_mode
 from .package import ScorerError, read_package, vocabulary_for
 
 log = logging.getLogger("deepspeech.ctcdecode")
@@ -22,7 +23,8 @@ UNK = "<unk>"
 class Lexicon:
     words: object  # flashlight Dictionary: LM words, index 0 is <unk>
     lm: object  # flashlight KenLM
-    trie: object  # spellings (alphabet ids) -> word index, smeared with unigram scores
+    trie: object  # spellings (alphabet ids) -> word index, smeared with unigram scores; in bytes
+    # mode a dict trie of the characters' UTF-8 byte labels (bytes_lm.byte_trie)
     unk_index: int
     separator: int  # the label between words: space in word mode, blank in character mode
     order: int  # the LM's n
@@ -74,8 +76,9 @@ class Scorer:
 
         words = Dictionary()
         words.add_entry(UNK)
+        bytes_mode = is_bytes_mode(self.alphabet)  # the LM's tokens are characters, spelled in bytes
         usable = [w for w in self.vocabulary if w and w != UNK and self.alphabet.CanEncode(w)
-                  and not w.startswith("<")]
+                  and not w.startswith("<") and (len(w) == 1 or not bytes_mode)]
         for word in usable:
             words.add_entry(word)
         try:
@@ -83,6 +86,13 @@ class Scorer:
         except Exception as err:  # flashlight raises RuntimeError/ValueError from KenLM's C++
             raise ScorerError(f"{self.package.path}: KenLM cannot load its language model ({err})") from err
         separator = self._separator()
+        if len(usable) < len(self.vocabulary):
+            log.info("%s: %d of %d vocabulary entries can be spelled with the %s", self.package.path,
+                     len(usable), len(self.vocabulary), "UTF-8 bytes of one character" if bytes_mode
+                     else "alphabet")
+        if bytes_mode:
+            trie = byte_trie((w, words.get_index(w)) for w in usable)
+            return Lexicon(words, lm, trie, words.get_index(UNK), separator, self.package.order)
         trie = Trie(len(self.alphabet) + 1, separator)
         start = lm.start(True)  # no context: the look-ahead is each word's unigram, not P(word | <s>)
         # Word mode spells every word with its trailing space: a word ends only where the acoustic
@@ -94,9 +104,6 @@ class Scorer:
             _, unigram = lm.score(start, index)
             trie.insert(self.alphabet.encode(word) + ending, index, unigram)  # log10, as the LM's
         trie.smear(SmearingMode.MAX)
-        if len(usable) < len(self.vocabulary):
-            log.info("%s: %d of %d vocabulary entries can be spelled with the alphabet", self.package.path,
-                     len(usable), len(self.vocabulary))
         return Lexicon(words, lm, trie, words.get_index(UNK), separator, self.package.order)
 
     def _separator(self) -> int:
