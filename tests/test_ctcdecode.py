@@ -316,6 +316,8 @@ def test_bytes_mode_scorer_repairs_an_invalid_byte_sequence(bytes_scorer):
     confused = byte_probs("明是光", confusion={4: (0x9C, 0.8), 5: (0x88, 0.8)})  # 是 E6 98 AF vs 月
     assert ctc_beam_search_decoder(confused, BYTES, 32)[0].transcript == "明是光"
     assert ctc_beam_search_decoder(confused, BYTES, 32, scorer=scorer)[0].transcript == "明月光"
+    assert ctc_beam_search_decoder(confused, BYTES, 32, scorer=scorer, hot_words={"是": 10.0})[0].transcript \
+        == "明是光"  # hot words boost characters in bytes mode too
 
 
 @needs_kenlm
