@@ -3,13 +3,15 @@
 # data, geometry (but the output layer: 256 byte classes vs alphabet + 1), steps, learning rate and seed;
 # test CER greedy and with a character-level scorer (the same KenLM, packaged in each mode).
 #   bench/bytes_mode.sh [DATA_DIR] [RUN_DIR]
-#   (environment: VOCAB characters, UTTERANCES of training audio, EPOCHS, BEAM, OUT for the result file)
+#   (environment: VOCAB characters, UTTERANCES of training audio, EPOCHS, BEAM, OUT for the result file,
+#   TRAIN=0 to test the checkpoints of an earlier run again). Tests use the last checkpoint of each run
+#   (the best-dev-loss one can be from an early epoch, before CER moves).
 # The corpus (espeak-ng reading Tang/Song poems made of the VOCAB most frequent characters) is built in
-# DATA_DIR the first time; the LM is trained on the training transcripts only. About 15 minutes on 2 cores.
+# DATA_DIR the first time; the LM is trained on the training transcripts only. The two trainings run side by side; about 15 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-VOCAB=${VOCAB:-400} UTTERANCES=${UTTERANCES:-400} EPOCHS=${EPOCHS:-30} BEAM=${BEAM:-100}
+VOCAB=${VOCAB:-250} UTTERANCES=${UTTERANCES:-400} EPOCHS=${EPOCHS:-15} BEAM=${BEAM:-100}
 data=${1:-.cache/bench/bytes/cmn$VOCAB-$UTTERANCES}
 run=${2:-.cache/bench/bytes/runs}
 out=${OUT:-bench/results/bytes_mode.txt}
@@ -28,20 +30,26 @@ geometry=(--n_hidden 128 --conv_type 1d --conv_layers 128:5:2 --rnn_layers 1 --t
           --learning_rate 0.003 --dropout_rate 0.05 --random_seed 1 --noshow_progressbar --summary_dir "")
 mkdir -p "$(dirname "$out")" "$run"
 : > "$out"
-for mode in chars bytes; do
-  if [ "$mode" = bytes ]; then labels=(--bytes_output_mode); else labels=(--alphabet_config_path "$data/chars.txt"); fi
-  ck="$run/$mode"
-  rm -rf "$ck"
-  start=$(date +%s)
+labels_of() { if [ "$1" = bytes ]; then echo --bytes_output_mode; else echo --alphabet_config_path "$data/chars.txt"; fi; }
+start=$(date +%s)
+for mode in chars bytes; do  # both trainings at once (TRAIN=0: test the checkpoints already in RUN_DIR): the same machine share each
+  [ "${TRAIN:-1}" = 0 ] && continue
+  rm -rf "${run:?}/$mode"
+  # shellcheck disable=SC2046
   "$PY" DeepSpeech.py --train_files "$data/train.csv" --dev_files "$data/dev.csv" --epochs "$EPOCHS" \
-    "${labels[@]}" --checkpoint_dir "$ck" "${geometry[@]}" 2> "$run/$mode.train.log"
-  seconds=$(( $(date +%s) - start ))
+    $(labels_of $mode) --checkpoint_dir "$run/$mode" "${geometry[@]}" 2> "$run/$mode.train.log" &
+done
+wait
+seconds=$(( $(date +%s) - start ))
+for mode in chars bytes; do
   for decoding in greedy scorer; do
     if [ "$decoding" = greedy ]; then dec=(--beam_width 0); else dec=(--beam_width "$BEAM" --scorer_path "$data/$mode.scorer"); fi
-    "$PY" DeepSpeech.py --test_files "$data/test.csv" "${labels[@]}" --checkpoint_dir "$ck" "${dec[@]}" \
-      --test_output_file "$run/$mode.$decoding.json" --noshow_progressbar --report_count 1 \
+    # shellcheck disable=SC2046
+    "$PY" DeepSpeech.py --test_files "$data/test.csv" $(labels_of $mode) --checkpoint_dir "$run/$mode" \
+      --load_evaluate last "${dec[@]}" --test_output_file "$run/$mode.$decoding.json" --noshow_progressbar --report_count 1 \
       2> "$run/$mode.$decoding.log"
     result=$(grep -o "Test on test.csv - WER: [0-9.]*, CER: [0-9.]*" "$run/$mode.$decoding.log")
-    echo "$mode $decoding train_seconds=$seconds $result" | tee -a "$out"
+    dev=$(grep -o "dev .* CER [0-9.]*%" "$run/$mode.train.log" | tail -1 | grep -o "CER [0-9.]*%")
+    echo "$mode $decoding (both trainings: ${seconds}s; last dev greedy $dev) $result" | tee -a "$out"
   done
 done
