@@ -20,7 +20,6 @@ from deepspeech_training.distribute import make_strategy  # noqa: E402
 from deepspeech_training.flags import FLAGS, checkpoint_dirs, decoder_config, define_flags  # noqa: E402
 from deepspeech_training.run import USER_ERRORS, files, load_for_inference  # noqa: E402
 from deepspeech_training.util.log import log, setup_logging  # noqa: E402
-from ds_ctcdecoder import Alphabet  # noqa: E402
 from ds_ctcdecoder.package import set_default_params  # noqa: E402
 
 
@@ -32,11 +31,11 @@ def define_optimizer_flags() -> None:
     flags.DEFINE_boolean("update_scorer", False, "write the best alpha and beta into --scorer_path as its defaults")
 
 
-def model_outputs(alphabet):
-    """(samples, groups of logits) per test file: the expensive part, done once."""
+def model_outputs():
+    """(alphabet, (samples, groups of logits) per test file): the expensive part, done once."""
     strategy = make_strategy(FLAGS.cpu_devices)
     load_dir = checkpoint_dirs()[0]
-    model, features = load_for_inference(strategy, load_dir, alphabet)
+    model, features, alphabet = load_for_inference(strategy, load_dir)
     outputs = []
     for path in files(FLAGS.test_files):
         samples = load_samples([path], alphabet=alphabet, features=features, limit=FLAGS.limit_test,
@@ -45,7 +44,7 @@ def model_outputs(alphabet):
         groups = list(ev.infer(model, strategy, samples, os.path.basename(path), features,
                                FLAGS.test_batch_size, FLAGS.show_progressbar))
         outputs.append((samples, groups))
-    return outputs
+    return alphabet, outputs
 
 
 def optimize(outputs, decoder: Decoder):
@@ -78,9 +77,8 @@ def main(argv):
     try:
         if not (FLAGS.test_files and FLAGS.scorer_path):
             raise ValueError("give --test_files (a dev set) and --scorer_path")
-        alphabet = Alphabet(FLAGS.alphabet_config_path)
+        alphabet, outputs = model_outputs()
         decoder = Decoder(decoder_config(), alphabet)
-        outputs = model_outputs(alphabet)
         params, best, metric = optimize(outputs, decoder)
         log.info("Best params: lm_alpha=%f and lm_beta=%f with %s=%f", params["lm_alpha"], params["lm_beta"],
                  metric, best)

@@ -27,7 +27,6 @@ from deepspeech_training.distribute import make_strategy  # noqa: E402
 from deepspeech_training.flags import FLAGS, checkpoint_dirs, define_flags  # noqa: E402
 from deepspeech_training.run import files, load_for_inference  # noqa: E402
 from deepspeech_training.util.log import log, setup_logging  # noqa: E402
-from ds_ctcdecoder import Alphabet  # noqa: E402
 
 
 def staged_checkpoint(load_dir: str, name: str) -> str:
@@ -45,13 +44,12 @@ def staged_checkpoint(load_dir: str, name: str) -> str:
 def main(argv):
     del argv
     setup_logging(FLAGS.log_level)
-    alphabet = Alphabet(FLAGS.alphabet_config_path)
     load_dir = checkpoint_dirs()[0]
     if FLAGS.dump_checkpoint:
         load_dir = staged_checkpoint(load_dir, FLAGS.dump_checkpoint)
         FLAGS.load_evaluate = "last"
     strategy = make_strategy(FLAGS.cpu_devices)
-    model, features = load_for_inference(strategy, load_dir, alphabet)
+    model, features, alphabet = load_for_inference(strategy, load_dir)
     [csv] = files(FLAGS.test_files)
     samples = load_samples([csv], alphabet=alphabet, features=features, limit=FLAGS.limit_test,
                            time_stride=model.model_config.time_stride, fail_fast=True, progress=False)

@@ -308,3 +308,101 @@ def test_bad_scorers_and_probabilities_give_clear_errors(word_scorer, tmp_path):
         Scorer(None, None, str(word_scorer), other)
     with pytest.raises(ValueError, match=r"expected \[time, 29\]"):
         ctc_beam_search_decoder(np.ones((5, 30)) / 30, ALPHABET, 8)
+
+
+BYTES = UTF8Alphabet()
+POEM = ["床前明月光", "疑是地上霜", "明月光", "地上霜"] * 5
+
+
+def byte_probs(text, frames=2, confusion=None):
+    """Each UTF-8 byte of ``text`` held ``frames`` frames, a blank after each character and between
+    equal bytes; ``confusion`` = {byte position: (other byte, its share)}."""
+    n, rows, position = len(BYTES) + 1, [], 0
+
+    def frame(label, other=None):
+        row = np.full(n, 0.001)
+        row[label] = 1.0
+        if other:
+            row[other[0] - 1] = other[1]
+        rows.append(row / row.sum())
+
+    for char in text:
+        previous = None
+        for byte in char.encode("utf-8"):
+            if byte == previous:
+                frame(BYTES.blank_id)
+            for _ in range(frames):
+                frame(byte - 1, (confusion or {}).get(position))
+            previous, position = byte, position + 1
+        frame(BYTES.blank_id)
+    return np.array(rows)
+
+
+@pytest.fixture(scope="module")
+def bytes_scorer(tmp_path_factory):
+    """A bytes-mode scorer as Mozilla's workflow builds one: character-level LM, no alphabet."""
+    if not (KENLM_BINS / "lmplz").exists():
+        pytest.skip("needs KenLM tools (make install)")
+    tmp = tmp_path_factory.mktemp("bytes_lm")
+    lm = build_lm(tmp, POEM, "--character_level")
+    scorer = tmp / "zh.bytes.scorer"
+    subprocess.run([str(ROOT / ".venv" / "bin" / "generate_scorer_package"), "--lm", lm / "lm.binary",
+                    "--vocab", lm / "vocab-500.txt", "--package", scorer, "--default_alpha", "0.75",
+                    "--default_beta", "1.5", "--force_bytes_output_mode"], check=True, capture_output=True)
+    return scorer
+
+
+def test_utf8_decoding_drops_what_is_no_whole_character():
+    from ds_ctcdecoder.alphabet import utf8_characters
+    labels = [b - 1 for b in b"\xe6\x98\x8e" + b"\x9c" + b"A" + b"\xe6\x9c" + b"\xc0\x80" + b"\xe5\x85\x89"
+              + b"\xed\xa0\x80" + b"\xe6"]  # 明, stray, A, cut 月, overlong, 光, surrogate, cut lead
+    assert BYTES.decode(labels) == "明A光"
+    assert utf8_characters(labels, list(range(100, 100 + len(labels)))) == [("明", 100), ("A", 104),
+                                                                              ("光", 109)]
+    assert BYTES.encode("明 A") == [0xE6 - 1, 0x98 - 1, 0x8E - 1, 31, 64]
+
+
+@needs_kenlm
+def test_bytes_mode_scorer_decodes_a_mandarin_sentence(bytes_scorer):
+    scorer = Scorer(None, None, str(bytes_scorer), BYTES)
+    assert scorer.is_utf8_mode() and sorted(scorer.vocabulary) == sorted(set("".join(POEM)))
+    for frames in (1, 3):  # a byte held over several frames is one byte (CTC's repeat rule)
+        best = ctc_beam_search_decoder(byte_probs("床前明月光", frames), BYTES, 32, scorer=scorer)[0]
+        assert best.transcript == "床前明月光"
+        assert best.tokens == BYTES.encode("床前明月光")
+    assert ctc_beam_search_decoder(byte_probs("疑是地上霜"), BYTES, 32)[0].transcript == "疑是地上霜"
+
+
+@needs_kenlm
+def test_bytes_mode_scorer_repairs_an_invalid_byte_sequence(bytes_scorer):
+    # 月 = E6 9C 88: its second byte heard as a lead byte E6 slightly more than 9C
+    probs = byte_probs("明月光", confusion={4: (0xE6, 1.2)})
+    best = probs.argmax(1)
+    greedy = [int(c) for i, c in enumerate(best) if c != BYTES.blank_id and (i == 0 or c != best[i - 1])]
+    with pytest.raises(UnicodeDecodeError):
+        bytes(g + 1 for g in greedy).decode("utf-8")  # the best path is no UTF-8
+    assert BYTES.decode(greedy) == "明光"  # its bad bytes are dropped, no U+FFFD
+    scorer = Scorer(None, None, str(bytes_scorer), BYTES)
+    assert ctc_beam_search_decoder(probs, BYTES, 32, scorer=scorer)[0].transcript == "明月光"
+    scorer.reset_params(2.0, 0.0)  # the LM also picks between two vocabulary characters
+    confused = byte_probs("明是光", confusion={4: (0x9C, 0.8), 5: (0x88, 0.8)})  # 是 E6 98 AF vs 月
+    assert ctc_beam_search_decoder(confused, BYTES, 32)[0].transcript == "明是光"
+    assert ctc_beam_search_decoder(confused, BYTES, 32, scorer=scorer)[0].transcript == "明月光"
+    scorer.reset_params(1.0, 0.0)
+    assert ctc_beam_search_decoder(confused, BYTES, 32, scorer=scorer, hot_words={"是": 4.0})[0].transcript \
+        == "明是光"  # hot words boost characters in bytes mode too (a bigger boost inserts more 是, as Mozilla's)
+
+
+@needs_kenlm
+def test_reads_mozilla_bytes_mode_scorer_files(bytes_scorer, tmp_path):
+    lm = (bytes_scorer.parent / "lm" / "lm.binary").read_bytes()
+    chars = sorted(set("".join(POEM)))
+    mozilla = tmp_path / "mozilla.bytes.scorer"
+    with open(mozilla, "wb") as f:  # Mozilla's UTF-8 mode: FST label = UTF8Alphabet label + 1 = byte
+        f.write(lm + struct.pack("<i", 0x54524945) + struct.pack("<i?dd", 6, True, 0.75, 1.5))
+        write_const_fst(f, [list(c.encode("utf-8")) for c in chars])
+    scorer = Scorer(None, None, str(mozilla), BYTES)
+    assert scorer.is_utf8_mode() and sorted(scorer.vocabulary) == chars
+    assert ctc_beam_search_decoder(byte_probs("地上霜", 2), BYTES, 16, scorer=scorer)[0].transcript == "地上霜"
+    with pytest.raises(ScorerError, match="word scorer cannot decode a bytes-output"):
+        Scorer(None, None, str(package(tmp_path, build_lm(tmp_path, TEXT))), BYTES)

@@ -4,6 +4,7 @@ A replay graph (util/replay_graph.py) feeds a known probability matrix through M
 its decoder must read the text we put in, at the frames we put it, and agree with ours.
 """
 import struct
+import subprocess
 import sys
 
 import numpy as np
@@ -248,3 +249,48 @@ def test_random_noisy_outputs_decode_exactly_as_mozilla(runtime, our_scorer, tmp
                     model.disable_scorer()
                 checked += 1
     assert checked == 42
+
+
+def test_bytes_mode_decodes_as_mozilla_with_our_bytes_scorer(runtime, tmp_path):
+    """A bytes-output model (UTF8Alphabet) with a bytes-mode scorer built by our tools: the same token
+    frames and confidences as libdeepspeech.so, the same text with the scorer. Without a scorer
+    Mozilla may return invalid UTF-8 where we drop the bytes that make no character."""
+    from test_ctcdecode import BYTES, KENLM_BINS, POEM, build_lm
+    if not (KENLM_BINS / "lmplz").exists():
+        pytest.skip("needs KenLM tools (make install)")
+    lm = build_lm(tmp_path, POEM, "--character_level")
+    scorer_path = tmp_path / "zh.bytes.scorer"
+    subprocess.run([str(ROOT / ".venv" / "bin" / "generate_scorer_package"), "--lm", lm / "lm.binary", "--vocab",
+                    lm / "vocab-500.txt", "--package", scorer_path, "--default_alpha", "0.75", "--default_beta",
+                    "1.5", "--force_bytes_output_mode"], check=True, capture_output=True)
+    scorer = Scorer(None, None, str(scorer_path), BYTES)
+    chars = sorted(set("".join(POEM)))
+    rng = np.random.default_rng(3)
+    for u in range(4):
+        data = "".join(rng.choice(chars) for _ in range(rng.integers(2, 6))).encode("utf-8")
+        logits = rng.normal(0.0, 1.5, (2 * len(data), 256))
+        for i, byte in enumerate(data):
+            logits[2 * i, byte - 1] += 4.0
+            logits[2 * i + 1, 255] += 4.0
+        probs = np.exp(logits)
+        probs = (probs / probs.sum(1, keepdims=True)).astype(np.float32)
+        write_replay_pb(probs, BYTES, tmp_path / f"b{u}.pb")
+        audio = replay_audio(len(probs))
+        with runtime.model(tmp_path / f"b{u}.pb") as model:
+            for beam, with_scorer, hot in [(16, False, None), (100, False, None), (16, True, None),
+                                           (100, True, None), (64, True, {"明": 3.0})]:
+                model.set_beam_width(beam)
+                if with_scorer:
+                    model.enable_scorer(scorer_path)
+                for word, boost in (hot or {}).items():
+                    model.add_hot_word(word, boost)
+                [theirs] = model.stt_with_metadata(audio, 1)
+                [ours] = ctc_beam_search_decoder(probs, BYTES, beam, scorer=scorer if with_scorer else None,
+                                                 hot_words=hot)
+                where = (u, beam, with_scorer, hot)
+                assert [t.timestep for t in theirs.tokens] == ours.timesteps, where
+                assert theirs.confidence == pytest.approx(ours.confidence, abs=1e-3), where
+                if with_scorer:
+                    assert model.stt(audio) == ours.transcript and ours.transcript, where
+                    model.clear_hot_words()
+                    model.disable_scorer()

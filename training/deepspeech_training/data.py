@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .features import (AudioError, FeatureCache, FeatureConfig, audio_info, audio_tensor, is_native_wav,
                        spectrogram)
-from ds_ctcdecoder.alphabet import Alphabet
+from ds_ctcdecoder.alphabet import Alphabet, UTF8Alphabet
 from .util.log import log
 
 REQUIRED_COLUMNS = ("wav_filename", "transcript")
@@ -93,7 +93,8 @@ def check_row(row: Row, alphabet: Alphabet, features: FeatureConfig, time_stride
     out_frames = -(-frames // time_stride)
     if ctc_frames_needed(labels) > out_frames:
         return None, ("transcript too long for its audio",
-                      f"{row.where} ({row.path}): transcript of {len(labels)} characters needs "
+                      f"{row.where} ({row.path}): transcript of {len(labels)} "
+                      f"{'UTF-8 bytes' if isinstance(alphabet, UTF8Alphabet) else 'characters'} needs "
                       f"{ctc_frames_needed(labels)} output frames, the {info.duration:.2f} s clip gives "
                       f"{out_frames}")
     return Sample(row.path, row.transcript, labels, samples / features.sample_rate,

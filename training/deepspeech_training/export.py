@@ -99,13 +99,15 @@ class ExportConfig:
 # ------------------------------------------------------------------------------------------- metadata
 
 def build_metadata(fn, features: FeatureConfig, model, alphabet_labels: list[str],
-                   config: ExportConfig) -> dict:
+                   config: ExportConfig, utf8: bool = False) -> dict:
+    """``utf8``: bytes output mode; ``alphabet_labels`` are then UTF8Alphabet's 255 (label i = byte
+    i + 1), what Mozilla's export serializes in that mode."""
     card = config.card
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "version": __version__,
         "function": fn.name, "sample_rate": features.sample_rate, "features": features.to_dict(),
         "model": json.loads(model.model_config.to_json()), "alphabet": list(alphabet_labels),
-        "utf8": False, "beam_width": config.beam_width, "streaming": fn.streaming,
+        "utf8": bool(utf8), "beam_width": config.beam_width, "streaming": fn.streaming,
         "author_id": card.author_id, "model_name": card.model_name, "model_version": card.model_version,
         "contact_info": card.contact_info, "license": card.license, "language": card.language,
         "description": card.description, "min_ds_version": card.min_ds_version,
@@ -250,14 +252,15 @@ def _zip(config: ExportConfig, card: str) -> str:
     return write_zip(config, members)
 
 
-def export_model(model, features: FeatureConfig, alphabet_labels: list[str], config: ExportConfig) -> list[str]:
-    """Write the export (see the module docstring) -> the paths written."""
+def export_model(model, features: FeatureConfig, alphabet_labels: list[str], config: ExportConfig,
+                 utf8: bool = False) -> list[str]:
+    """Write the export (see the module docstring) -> the paths written; ``utf8``: bytes output mode."""
     config.validate()
     if config.remove_existing and os.path.isdir(config.export_dir):
         shutil.rmtree(config.export_dir)
     os.makedirs(config.export_dir, exist_ok=True)
     fn = model_function(model, config.n_steps)
-    metadata = build_metadata(fn, features, model, alphabet_labels, config)
+    metadata = build_metadata(fn, features, model, alphabet_labels, config, utf8)
     frozen, graph_def = freeze(fn.function, metadata)
     written = []
     pb = config.path(".pb")

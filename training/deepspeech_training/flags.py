@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from absl import flags
+from ds_ctcdecoder.alphabet import Alphabet, AlphabetError, UTF8Alphabet
 
 from .augment import parse_augmentations
 from .decoding import DecoderConfig
@@ -130,6 +131,13 @@ def define_flags() -> None:
     # Output and reporting
     f.DEFINE_string("alphabet_config_path", "data/alphabet.txt", "path to the alphabet file (Mozilla "
                     "format; bin/build_alphabet.py builds one from CSVs)")
+    f.DEFINE_boolean("bytes_output_mode", False, "enable Bytes Output Mode mode. When this is used the "
+                     "model outputs UTF-8 byte values directly rather than using an alphabet mapping. The "
+                     "--alphabet_config_path option will be ignored. See the training documentation for "
+                     "more details. (Here: 255 byte labels + blank; recorded in the checkpoint's model.json, "
+                     "so --test_files/--export_dir/--one_shot_infer of such a checkpoint need not repeat it; "
+                     "decode with a bytes-mode scorer from generate_scorer_package "
+                     "--force_bytes_output_mode)")
     # Decoder (test and one-shot inference; the per-epoch dev report stays greedy)
     f.DEFINE_string("scorer_path", "", "KenLM scorer package (.scorer) for the beam search; empty: beam "
                     "search without a language model")
@@ -239,6 +247,24 @@ def model_config(n_features: int, num_classes: int) -> ModelConfig:
         dropout=FLAGS.dropout_rate, relu_clip=FLAGS.relu_clip)
     cfg.validate()
     return cfg
+
+
+def output_alphabet(description: dict | None = None, where: str = "") -> Alphabet:
+    """The model's output labels, the one place they are decided: UTF-8 bytes (--bytes_output_mode, or
+    a checkpoint whose model.json ``description`` records bytes mode), else --alphabet_config_path,
+    which must then be the checkpoint's alphabet. ``where``: the checkpoint directory, for errors."""
+    if description is not None and description.get("bytes_output_mode"):
+        return UTF8Alphabet()
+    if description is not None and FLAGS.bytes_output_mode:
+        raise AlphabetError(f"the checkpoint in {where} was trained with an alphabet of "
+                            f"{len(description['alphabet'])} labels, not with --bytes_output_mode")
+    if FLAGS.bytes_output_mode:
+        return UTF8Alphabet()
+    alphabet = Alphabet.from_file(FLAGS.alphabet_config_path)
+    if description is not None and description["alphabet"] != alphabet.labels:
+        raise AlphabetError(f"{FLAGS.alphabet_config_path} differs from the alphabet the checkpoint in "
+                            f"{where} was trained with")
+    return alphabet
 
 
 def train_config() -> TrainConfig:

@@ -20,10 +20,10 @@ from .features import AudioError, FeatureConfig, load_audio, spectrogram  # noqa
 from .decoding import Decoder  # noqa: E402
 from .export import export_model  # noqa: E402
 from .flags import (FLAGS, checkpoint_dirs, decoder_config, define_flags, export_config,  # noqa: E402
-                    feature_config, model_config, precision_policy, train_config)
+                    feature_config, model_config, output_alphabet, precision_policy, train_config)
 from .model import DeepSpeech2, ModelConfig  # noqa: E402
 from .train import Trainer  # noqa: E402
-from ds_ctcdecoder.alphabet import Alphabet, AlphabetError  # noqa: E402
+from ds_ctcdecoder.alphabet import Alphabet, AlphabetError, UTF8Alphabet  # noqa: E402
 from .util.log import log, setup_logging  # noqa: E402
 
 USER_ERRORS = (DataError, AudioError, AlphabetError, CheckpointError, ValueError, FileNotFoundError)
@@ -36,24 +36,24 @@ def files(value: str) -> list[str]:
 def _description(features: FeatureConfig, model_cfg: ModelConfig, alphabet: Alphabet) -> dict:
     import json
     return {"version": __version__, "features": features.to_dict(),
-            "model": json.loads(model_cfg.to_json()), "alphabet": alphabet.labels}
+            "model": json.loads(model_cfg.to_json()), "alphabet": alphabet.labels,
+            "bytes_output_mode": isinstance(alphabet, UTF8Alphabet)}
 
 
-def load_for_inference(strategy, load_dir: str, alphabet: Alphabet):
-    """The model described by the checkpoint directory (geometry from model.json, not from flags)."""
+def load_for_inference(strategy, load_dir: str):
+    """-> (model, features, alphabet) described by the checkpoint directory (geometry and bytes mode
+    from model.json, not from flags)."""
     description = read_description(load_dir)
     if description is None:
         raise CheckpointError(f"{load_dir!r} holds no model.json: not a checkpoint directory of this trainer")
-    if description["alphabet"] != alphabet.labels:
-        raise AlphabetError(f"{FLAGS.alphabet_config_path} differs from the alphabet the checkpoint in "
-                            f"{load_dir} was trained with")
+    alphabet = output_alphabet(description, load_dir)
     features = FeatureConfig(**description["features"])
     with strategy.scope():
         model = DeepSpeech2(ModelConfig.from_dict(description["model"]), name="deepspeech2").build_for()
     store = CheckpointStore(model, None, {}, load_dir=load_dir, save_dir="")
     if store.restore(FLAGS.load_evaluate, with_optimizer=False) is None:
         raise CheckpointError(f"no checkpoint to evaluate in {load_dir!r}")
-    return model, features
+    return model, features, alphabet
 
 
 def _train(strategy, alphabet, features, load_dir, save_dir):
@@ -73,8 +73,8 @@ def _train(strategy, alphabet, features, load_dir, save_dir):
     return outcome
 
 
-def _test(strategy, alphabet, load_dir):
-    model, features = load_for_inference(strategy, load_dir, alphabet)
+def _test(strategy, load_dir):
+    model, features, alphabet = load_for_inference(strategy, load_dir)
     check = dict(alphabet=alphabet, features=features, time_stride=model.model_config.time_stride,
                  fail_fast=not FLAGS.skip_bad_samples, progress=FLAGS.show_progressbar)
     decoder = Decoder(decoder_config(), alphabet)
@@ -91,15 +91,15 @@ def _test(strategy, alphabet, load_dir):
     return reports
 
 
-def _export(alphabet, load_dir, config):
+def _export(load_dir, config):
     keras.mixed_precision.set_dtype_policy("float32")  # exports are float32, also after AMP training
     # a plain model (the default strategy): its variables freeze and save as ordinary ones
-    model, features = load_for_inference(tf.distribute.get_strategy(), load_dir, alphabet)
-    export_model(model, features, alphabet.labels, config)
+    model, features, alphabet = load_for_inference(tf.distribute.get_strategy(), load_dir)
+    export_model(model, features, alphabet.labels, config, utf8=isinstance(alphabet, UTF8Alphabet))
 
 
-def _one_shot(strategy, alphabet, load_dir):
-    model, features = load_for_inference(strategy, load_dir, alphabet)
+def _one_shot(strategy, load_dir):
+    model, features, alphabet = load_for_inference(strategy, load_dir)
     spec = spectrogram(tf.constant(load_audio(FLAGS.one_shot_infer, features.sample_rate)), features)
     logits, lengths = model((spec[None], tf.shape(spec)[:1]), training=False)
     decoder = Decoder(decoder_config(), alphabet)
@@ -118,11 +118,10 @@ def main(argv):
         export = export_config() if FLAGS.export_dir else None
         if export:
             export.validate()  # a wrong export flag fails now, not after training
-        alphabet = Alphabet.from_file(FLAGS.alphabet_config_path)
         load_dir, save_dir = checkpoint_dirs()
         outcome = "done"
         if FLAGS.train_files:
-            outcome = _train(strategy, alphabet, feature_config(), load_dir, save_dir)
+            outcome = _train(strategy, output_alphabet(), feature_config(), load_dir, save_dir)
             load_dir = save_dir  # test what was just trained
         if outcome in ("SIGINT", "SIGTERM"):
             return 130 if outcome == "SIGINT" else 143
@@ -132,11 +131,11 @@ def main(argv):
         if worker_count(strategy) > 1:
             strategy = tf.distribute.get_strategy()  # the chief alone: no collectives with the others
         if FLAGS.test_files:
-            _test(strategy, alphabet, load_dir)
+            _test(strategy, load_dir)
         if export:
-            _export(alphabet, load_dir, export)
+            _export(load_dir, export)
         if FLAGS.one_shot_infer:
-            _one_shot(strategy, alphabet, load_dir)
+            _one_shot(strategy, load_dir)
     except USER_ERRORS as err:
         log.error("%s", err)
         return 1

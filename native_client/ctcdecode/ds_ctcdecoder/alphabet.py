@@ -103,22 +103,34 @@ class Alphabet:
         """Mozilla's binary form: uint16 count, then (uint16 id, uint16 length, UTF-8 label) each."""
         out = [struct.pack("<H", len(self.labels))]
         for i, label in enumerate(self.labels):
-            raw = label.encode("utf-8")
+            raw = self._label_bytes(label)
             out.append(struct.pack("<HH", i, len(raw)) + raw)
         return b"".join(out)
 
+    def _label_bytes(self, label: str) -> bytes:
+        return label.encode("utf-8")
+
     @classmethod
     def Deserialize(cls, data: bytes) -> "Alphabet":  # noqa: N802
-        (count,), pos, labels = struct.unpack_from("<H", data), 2, {}
+        (count,), pos, raw = struct.unpack_from("<H", data), 2, {}
         for _ in range(count):
             key, length = struct.unpack_from("<HH", data, pos)
-            labels[key] = data[pos + 4:pos + 4 + length].decode("utf-8")
+            raw[key] = bytes(data[pos + 4:pos + 4 + length])
             pos += 4 + length
-        return cls(labels=[labels[i] for i in range(count)])
+        if count == 255 and all(raw.get(i) == bytes([i + 1]) for i in range(count)):
+            return UTF8Alphabet()  # a bytes-output model's alphabet, as Mozilla exports it
+        try:
+            return cls(labels=[raw[i].decode("utf-8") for i in range(count)])
+        except (KeyError, UnicodeDecodeError) as err:
+            raise AlphabetError(f"not a serialized alphabet ({err})") from None
 
 
 class UTF8Alphabet(Alphabet):
-    """Mozilla's bytes output mode: 255 labels, label i is the byte i + 1."""
+    """Mozilla's bytes output mode: 255 labels, label i is the byte i + 1 (the blank is 255).
+
+    ``decode`` keeps only whole, valid UTF-8 characters (see ``utf8_characters``): a transcript is
+    always valid UTF-8 and never holds U+FFFD for bytes the model got wrong.
+    """
 
     def __init__(self):
         super().__init__(labels=[chr(b) for b in range(1, 256)])
@@ -127,7 +139,7 @@ class UTF8Alphabet(Alphabet):
         return [b - 1 for b in text.encode("utf-8")]
 
     def decode(self, ids: Iterable[int]) -> str:
-        return bytes(i + 1 for i in ids if 0 <= i < 255).decode("utf-8", errors="replace")
+        return "".join(char for char, _ in utf8_characters(list(ids)))
 
     def missing(self, text: str) -> list[str]:
         return []
@@ -137,6 +149,48 @@ class UTF8Alphabet(Alphabet):
 
     def DecodeSingle(self, label_id: int) -> str:  # noqa: N802
         return bytes([label_id + 1]).decode("latin-1")
+
+    def _label_bytes(self, label: str) -> bytes:  # Mozilla serializes each label as its one raw byte
+        return label.encode("latin-1")
+
+
+def utf8_sequence_length(byte: int) -> int:
+    """How many bytes the UTF-8 character that starts with ``byte`` has; 0: it cannot start one."""
+    if byte < 0x80:
+        return 1
+    if 0xC2 <= byte <= 0xDF:
+        return 2
+    if 0xE0 <= byte <= 0xEF:
+        return 3
+    if 0xF0 <= byte <= 0xF4:
+        return 4
+    return 0  # a continuation byte, an overlong lead (C0, C1) or beyond U+10FFFF (F5-FF)
+
+
+def utf8_characters(ids: list[int], timesteps: list[int] | None = None) -> list[tuple[str, int]]:
+    """Byte labels (byte - 1) -> [(character, its first byte's timestep)], valid UTF-8 only.
+
+    The one policy for bytes-mode output (greedy, beam search without a scorer, the client's
+    metadata): a byte sequence that is not a whole valid character -- a stray continuation byte, a
+    lead byte without its continuation bytes (also at the end), an overlong form or a surrogate -- is
+    dropped, never shown as U+FFFD. Decoding resumes at the next byte that can start a character.
+    """
+    raw = [i + 1 for i in ids]
+    steps = timesteps if timesteps is not None else range(len(raw))
+    steps = list(steps)
+    out, pos = [], 0
+    while pos < len(raw):
+        need = utf8_sequence_length(raw[pos]) if 1 <= raw[pos] <= 255 else 0
+        chunk = raw[pos:pos + need] if need else []
+        if need and len(chunk) == need and all(0x80 <= b <= 0xBF for b in chunk[1:]):
+            try:
+                out.append((bytes(chunk).decode("utf-8"), steps[pos]))
+                pos += need
+                continue
+            except UnicodeDecodeError:  # overlong (E0 80..9F, F0 80..8F), surrogate, beyond U+10FFFF
+                pass
+        pos += 1
+    return out
 
 
 def _read_labels(path: str) -> list[str]:

@@ -226,16 +226,14 @@ def vocabulary_for(package: ScorerPackage, alphabet: Alphabet) -> list[str]:
         diff = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
         raise ScorerError(f"{package.path}: built for another alphabet ({len(theirs)} labels, the model "
                           f"has {len(ours)}; first difference at label {diff})")
-    if utf8_alphabet:
-        raise ScorerError(f"{package.path}: decoding a bytes-output (UTF8Alphabet) model with a scorer "
-                          f"is not supported; train with a character alphabet")
+    if utf8_alphabet and not package.utf8_mode:
+        raise ScorerError(f"{package.path}: a word scorer cannot decode a bytes-output (UTF8Alphabet) "
+                          f"model; build a bytes-mode scorer (generate_scorer_package "
+                          f"--force_bytes_output_mode)")
     if not package.mozilla:
         return list(package.vocabulary)
-    if package.utf8_mode:  # labels are the UTF-8 bytes of each entry
-        try:
-            return [bytes(ids).decode("utf-8") for ids in package.vocabulary]
-        except (ValueError, UnicodeDecodeError):
-            raise ScorerError(f"{package.path}: its bytes-mode vocabulary is not UTF-8") from None
+    if package.utf8_mode:  # Mozilla spells in bytes (UTF8Alphabet): FST label = byte label + 1 = byte
+        return _byte_words(package)
     space = alphabet.EncodeSingle(" ") + 1 if alphabet.CanEncodeSingle(" ") else None
     words = []
     for ids in package.vocabulary:
@@ -245,6 +243,20 @@ def vocabulary_for(package: ScorerPackage, alphabet: Alphabet) -> list[str]:
             raise ScorerError(f"{package.path}: its vocabulary uses label ids beyond the model's "
                               f"alphabet of {len(alphabet)} labels")
         words.append(alphabet.decode(i - 1 for i in ids))
+    return words
+
+
+def _byte_words(package: ScorerPackage) -> list[str]:
+    """A Mozilla bytes-mode vocabulary (label id tuples, each id a byte) -> its characters."""
+    words, bad = [], 0
+    for ids in package.vocabulary:
+        try:
+            words.append(bytes(ids).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):  # an id beyond 255, or not UTF-8
+            bad += 1
+    if bad:
+        log.warning("%s: %d vocabulary entries are not UTF-8 byte sequences and are left out",
+                    package.path, bad)
     return words
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ds_ctcdecoder.alphabet import utf8_characters
+
 
 @dataclass(frozen=True)
 class TokenMetadata:
@@ -42,29 +44,11 @@ def candidate_from_result(result, alphabet, frame_seconds: float, utf8: bool) ->
     """A ``ds_ctcdecoder`` result (token ids and their output frames) -> ``CandidateTranscript``.
 
     In bytes (UTF-8) mode a character spans several byte tokens; it becomes one token, timed at its
-    first byte.
+    first byte. Bytes that make no valid character are dropped (``utf8_characters``), as in the text.
     """
     if utf8:
-        pieces = _utf8_characters(result.tokens, result.timesteps)
+        pieces = utf8_characters(result.tokens, result.timesteps)
     else:
         pieces = [(alphabet.DecodeSingle(t), step) for t, step in zip(result.tokens, result.timesteps)]
     tokens = tuple(TokenMetadata(text, int(step), round(step * frame_seconds, 6)) for text, step in pieces)
     return CandidateTranscript(tokens, float(result.confidence))
-
-
-def _utf8_characters(ids, timesteps) -> list[tuple[str, int]]:
-    out, pending, start = [], b"", 0
-    for label, step in zip(ids, timesteps):
-        if not pending:
-            start = step
-        pending += bytes([label + 1])
-        try:
-            out.append((pending.decode("utf-8"), start))
-            pending = b""
-        except UnicodeDecodeError:
-            if len(pending) >= 4:  # never a valid character: show it as the replacement character
-                out.append((pending.decode("utf-8", errors="replace"), start))
-                pending = b""
-    if pending:
-        out.append((pending.decode("utf-8", errors="replace"), start))
-    return out
