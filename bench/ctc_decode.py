@@ -36,11 +36,9 @@ def ours(labels, args):
     scorer = Scorer(args.alpha, args.beta, args.scorer, alphabet)
     scorer.load()  # load the LM before timing, as pyctcdecode does when it is built
 
-    threshold = {} if args.beam_threshold is None else {"beam_threshold": args.beam_threshold}
-
     def decode(probs, beam):
         return ctc_beam_search_decoder(probs, alphabet, beam, cutoff_prob=args.cutoff_prob,
-                                       cutoff_top_n=args.cutoff_top_n, scorer=scorer, **threshold)[0].transcript
+                                       cutoff_top_n=args.cutoff_top_n, scorer=scorer)[0].transcript
     return decode
 
 
@@ -72,11 +70,7 @@ def decode(args) -> None:
                    seconds_per_audio_second=seconds / audio_seconds, realtime_x=audio_seconds / seconds,
                    wer=jiwer.wer(refs, hyps), cer=jiwer.cer(refs, hyps), alpha=args.alpha, beta=args.beta)
         if args.decoder == "ours":
-            from ds_ctcdecoder.decoder import BEAM_THRESHOLD
-
-            row.update(cutoff_prob=args.cutoff_prob, cutoff_top_n=args.cutoff_top_n,
-                       beam_threshold=BEAM_THRESHOLD if args.beam_threshold is None else args.beam_threshold,
-                       default_threshold=args.beam_threshold is None)
+            row.update(cutoff_prob=args.cutoff_prob, cutoff_top_n=args.cutoff_top_n, search="prefix")
         print(json.dumps(row), flush=True)
         with open(args.out, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -96,8 +90,8 @@ def label(row) -> str:
     parts = ["ds_ctcdecoder"]
     if row.get("cutoff_prob", 1.0) < 1.0:
         parts.append(f"cutoff_prob {row['cutoff_prob']}")
-    if not row.get("default_threshold", True):
-        parts.append(f"threshold {row['beam_threshold']:g}")
+    if row.get("search") != "prefix":
+        parts.append("flashlight (before 2026-12)")
     return ", ".join(parts)
 
 
@@ -160,8 +154,6 @@ def main() -> None:
     d.add_argument("--beams", default="16,32,64,128,256,500,1024")
     d.add_argument("--cutoff_prob", type=float, default=1.0)
     d.add_argument("--cutoff_top_n", type=int, default=40)
-    d.add_argument("--beam_threshold", type=float, help="ours: drop hypotheses this far below the best "
-                   "(default: the decoder's)")
     d.add_argument("--out", required=True, help="JSON lines to append to")
     v = sub.add_parser("vocab", help="write the scorer's vocabulary")
     v.add_argument("--scorer", required=True)

@@ -45,8 +45,6 @@ for set in clean noisy; do
     "${common[@]}"
   taskset -c "$CORE" "$PY" bench/ctc_decode.py decode --decoder ours --logits "$work/$set.npz" --set "$set" \
     --cutoff_prob 0.99 --cutoff_top_n 40 "${common[@]}"
-  taskset -c "$CORE" "$PY" bench/ctc_decode.py decode --decoder ours --logits "$work/$set.npz" --set "$set" \
-    --beam_threshold 25 "${common[@]}"
   taskset -c "$CORE" "$BENCH_VENV/bin/python" bench/ctc_decode.py decode --decoder pyctcdecode \
     --logits "$work/$set.npz" --set "$set" --unigrams "$work/unigrams.txt" "${common[@]}"
 done
