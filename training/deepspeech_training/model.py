@@ -140,7 +140,8 @@ class MaskedBatchNorm(layers.Layer):
             mean, var = self.moving_mean, self.moving_variance
         gamma = ops.cast(self.gamma, "float32")
         beta = ops.cast(self.beta, "float32")
-        y = (x32 - mean) * ops.rsqrt(var + self.epsilon) * gamma + beta
+        scale = ops.rsqrt(var + self.epsilon) * gamma  # per feature, so one multiply-add per element
+        y = x32 * scale + (beta - mean * scale)
         return ops.cast(y, x.dtype)
 
     def update_moving_statistics(self, mean, var):

@@ -66,8 +66,8 @@ def generic_loop(layer, xp, d: int):
         h, c = cell_update(layer.rnn_type, inputs.read(t), h, c, tf.matmul(h, kernel) + bias, layer.relu_clip)
         return t + 1, h, c, out.write(t, h)
 
-    _, _, _, out = tf.while_loop(lambda t, *_: t < steps, body,
-                                 (0, zeros, zeros, tf.TensorArray(dtype, size=steps)))
+    _, _, _, out = tf.while_loop(lambda t, *_: t < steps, body,  # a bound: XLA needs one
+                                 (0, zeros, zeros, tf.TensorArray(dtype, size=steps)), maximum_iterations=steps)
     return tf.transpose(out.stack(), [1, 0, 2])
 
 
