@@ -119,3 +119,12 @@ def test_checkpoint_trained_with_one_kernel_loads_into_the_other(tmp_path, first
     for training in (False, True):
         np.testing.assert_allclose(loaded((features, lengths), training=training)[0].numpy(),
                                    trained((features, lengths), training=training)[0].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_kernel_runs_on_a_fresh_layer():
+    """A layer whose first call is fused (the kernel measurement's copy) builds its BatchNorm too."""
+    layer = RecurrentLayer(8, "lstm", True)
+    layer.kernel = "fused"
+    y = layer(tf.ones([2, 5, 3]), tf.constant([5, 3]), training=False)
+    assert y.shape == (2, 5, 16) and np.all(y.numpy()[1, 3:] == 0)
+    assert [v.path.split("/", 1)[1] for v in layer.weights][-1] == "bn/updates"

@@ -269,6 +269,7 @@ class RecurrentLayer(layers.Layer):
             bias_init = keras.initializers.Constant([0.0] * u + [1.0] * u + [0.0] * (2 * u))
         self.recurrent_bias = self.add_weight(
             name="recurrent_bias", shape=(n, g * u), initializer=bias_init)
+        self.bn.build((None, None, n * g * u))  # the fused kernel reads its statistics without calling it
 
     def step(self, state, x_t):
         """One time step: state, projected input [directions, B, gates * units] -> new state."""
