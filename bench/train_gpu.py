@@ -29,7 +29,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from deepspeech_training.devices import configure_gpus  # noqa: E402
+from deepspeech_training.devices import choose_recurrent_kernels, configure_gpus  # noqa: E402
 from deepspeech_training.features import FeatureConfig  # noqa: E402
 from deepspeech_training.model import ConvSpec, DeepSpeech2, ModelConfig  # noqa: E402
 from deepspeech_training.train import TrainConfig, make_optimizer, make_train_step  # noqa: E402
@@ -84,13 +84,15 @@ def synthetic_batch(rng, batch: int, seconds: tuple[float, float], n_features: i
 
 
 def time_config(cfg: ModelConfig, precision: str, xla: bool, batch: int, seconds, steps: int,
-                warmup: int) -> dict:
+                warmup: int, kernel: str = "auto") -> dict:
     """Train ``steps`` steps after ``warmup`` on synthetic batches -> audio s/s, frames/s, step time."""
     keras.backend.clear_session()
     gc.collect()  # the previous point's model and optimizer state leave the device memory
     keras.mixed_precision.set_dtype_policy(precision)
     strategy = tf.distribute.get_strategy()
     model = DeepSpeech2(cfg, name="deepspeech2").build_for()
+    chosen = choose_recurrent_kernels(model, kernel, bool(tf.config.list_logical_devices("GPU")), xla,
+                                      precision, batch)
     opt = make_optimizer(TrainConfig(learning_rate=1e-4, precision=precision))
     opt.build(model.trainable_variables)
     rng = np.random.default_rng(0)
@@ -107,7 +109,8 @@ def time_config(cfg: ModelConfig, precision: str, xla: bool, batch: int, seconds
     wall = time.time() - start
     keras.mixed_precision.set_dtype_policy("float32")
     return {"audio_s_per_s": frames / 100 / wall, "frames_per_s": frames / wall, "step_s": wall / steps,
-            "loss_finite": bool(np.isfinite(losses).all())}
+            "loss_finite": bool(np.isfinite(losses).all()), "rnn_kernel": model.rnns[0].kernel,
+            "rnn_kernel_log": chosen}
 
 
 def out_of_memory(err: Exception) -> bool:
@@ -116,7 +119,7 @@ def out_of_memory(err: Exception) -> bool:
         words in text for words in ("out of memory", "resource_exhausted", "failed to allocate", " oom"))
 
 
-def sweep(name: str, precision: str, xla: bool, args, device: dict, out) -> list[dict]:
+def sweep(name: str, precision: str, xla: bool, args, device: dict, out, kernel: str = "auto") -> list[dict]:
     """Batch sizes doubling from --min_batch until out of memory (or --max_batch)."""
     cfg = ModelConfig(FeatureConfig().n_features, 29, **GEOMETRIES[name])
     flops = 3 * flops_per_frame(cfg)
@@ -125,13 +128,13 @@ def sweep(name: str, precision: str, xla: bool, args, device: dict, out) -> list
     rows, batch = [], args.min_batch
     while batch <= args.max_batch:
         try:
-            r = time_config(cfg, precision, xla, batch, SECONDS[name], args.steps, args.warmup)
+            r = time_config(cfg, precision, xla, batch, SECONDS[name], args.steps, args.warmup, kernel)
         except (tf.errors.OpError, RuntimeError) as err:
             if not out_of_memory(err):
                 raise
             print(f"{name} {precision} xla={xla} batch {batch}: out of memory", flush=True)
             break
-        row = {"config": name, "precision": precision, "xla": xla, "batch_size": batch,
+        row = {"config": name, "precision": precision, "xla": xla, "batch_size": batch, "requested_kernel": kernel,
                "device": device["name"], "peak_kind": kind, "peak_tflops": peak / 1e12 if peak else None,
                "peak_source": device["peak_source"], "gflop_per_audio_s": flops * 100 / 1e9,
                "hours_audio_per_hour": r["audio_s_per_s"], **r,
@@ -140,7 +143,7 @@ def sweep(name: str, precision: str, xla: bool, args, device: dict, out) -> list
         out.write(json.dumps(row) + "\n")
         out.flush()
         frac = f"{100 * row['fraction_of_peak']:5.1f}% of {kind} peak" if peak else "no peak known"
-        print(f"{name:8s} {precision:14s} xla={xla!s:5s} batch {batch:4d}: "
+        print(f"{name:8s} {precision:14s} xla={xla!s:5s} {r['rnn_kernel']:7s} batch {batch:4d}: "
               f"{r['audio_s_per_s']:9.1f} h audio/h, step {r['step_s'] * 1000:7.1f} ms, {frac}", flush=True)
         batch *= 2
     return rows
@@ -176,10 +179,12 @@ def plot(rows: list[dict], png: str) -> None:
     configs = sorted({r["config"] for r in rows})
     fig, axes = plt.subplots(2, len(configs), figsize=(6 * len(configs), 7), squeeze=False)
     for col, name in enumerate(configs):
-        series = sorted({(r["precision"], r["xla"]) for r in rows if r["config"] == name})
-        for precision, xla in series:
-            pts = [r for r in rows if (r["config"], r["precision"], r["xla"]) == (name, precision, xla)]
-            label = precision + (" + XLA" if xla else "")
+        series = sorted({(r["precision"], r["xla"], r.get("rnn_kernel", "generic")) for r in rows
+                         if r["config"] == name})
+        for precision, xla, kernel in series:
+            pts = [r for r in rows if (r["config"], r["precision"], r["xla"], r.get("rnn_kernel", "generic"))
+                   == (name, precision, xla, kernel)]
+            label = precision + (" + XLA" if xla else "") + (" cuDNN" if kernel == "fused" else "")
             for row, key in ((0, "hours_audio_per_hour"), (1, "fraction_of_peak")):
                 ys = [p[key] for p in pts]
                 ys = [100 * y for y in ys] if key == "fraction_of_peak" and None not in ys else ys
@@ -213,6 +218,9 @@ def main():
                         help="untimed steps first (tracing, XLA, autotuning)")
     parser.add_argument("--matmul_size", type=int, default=2048, help="matmul size of the measured CPU peak")
     parser.add_argument("--output", default="bench/results/train_gpu.jsonl", help="JSON lines, appended")
+    parser.add_argument("--rnn_kernels", nargs="+", choices=["auto", "fused", "generic"], default=["auto"],
+                        help="recurrent kernels to sweep (fused: cuDNN on a GPU; a kernel that cannot run "
+                             "for a point, e.g. cuDNN under XLA, falls back to generic and the row says so)")
     parser.add_argument("--plot", default="bench/results/train_gpu.png", help="PNG of this run's rows")
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
@@ -225,7 +233,8 @@ def main():
         for name in args.configs:
             for precision in args.precisions:
                 for xla in args.xla:
-                    rows += sweep(name, precision, xla == "on", args, device, out)
+                    for kernel in args.rnn_kernels:
+                        rows += sweep(name, precision, xla == "on", args, device, out, kernel)
     if rows and args.plot:
         plot(rows, args.plot)
         print(f"Plot: {args.plot}")

@@ -24,6 +24,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from deepspeech_training.devices import choose_recurrent_kernels  # noqa: E402
 from deepspeech_training.data import batch_order, load_samples, make_dataset, padding_efficiency  # noqa: E402
 from deepspeech_training.features import FeatureConfig  # noqa: E402
 from deepspeech_training.model import ConvSpec, DeepSpeech2, ModelConfig, clipped_relu  # noqa: E402
@@ -110,9 +111,16 @@ def time_steps(step, dataset, steps: int, warmup: int) -> dict:
     return {"audio_s_per_s": audio / wall, "input_wait_fraction": wait / wall, "frames_per_s": audio * 100 / wall}
 
 
-def bench_ours(samples, cfg, features, batch, steps, warmup):
+def bench_ours(samples, cfg, features, batch, steps, warmup, kernel="auto"):
     strategy = tf.distribute.get_strategy()
     model = DeepSpeech2(cfg, name="deepspeech2").build_for()
+    if kernel == "scan":  # the first formulation (tf.scan), for comparison
+        for layer in model.rnns:
+            layer.kernel = "scan"
+    else:
+        for line in choose_recurrent_kernels(model, kernel, bool(tf.config.list_logical_devices("GPU")),
+                                             batch=batch):
+            print(line, flush=True)
     opt = make_optimizer(TrainConfig(learning_rate=1e-4))
     opt.build(model.trainable_variables)
     order = batch_order(samples, batch, epoch=1, sortagrad=True, seed=0, drop_remainder=True)
@@ -148,6 +156,20 @@ def bench_plain(samples, cfg, features, batch, steps, warmup):
     return result
 
 
+def cpu_name() -> str:
+    """The CPU model and its widest vector extensions, as BENCHMARKS.md names machines."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return "unknown CPU"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 "unknown CPU")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    vector = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model} ({' '.join(vector) or 'no AVX2'})"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--csv", required=True, help="training CSV to draw batches from")
@@ -156,6 +178,8 @@ def main():
     parser.add_argument("--batch_size", type=int, default=32, help="batch size")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per contestant")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (tracing)")
+    parser.add_argument("--rnn_kernels", nargs="+", default=["auto"], choices=["auto", "fused", "generic", "scan"],
+                        help="recurrent kernels to time ours with, one run each (scan: the first tf.scan loop)")
     parser.add_argument("--output", default="", help="append the result as a JSON line to this file")
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
@@ -167,15 +191,19 @@ def main():
     result = {"config": args.config, "batch_size": args.batch_size, "steps": args.steps,
               "cpu_threads": os.cpu_count(), "matmul_peak_gflops": peak / 1e9,
               "model_gflop_per_audio_s": 3 * flops_per_frame(cfg) * 100 / 1e9}
-    for name, fn in (("ours", bench_ours), ("plain_keras", bench_plain)):
+    result["cpu"] = cpu_name()
+    contestants = [(f"ours_{k}", lambda *a, k=k: bench_ours(*a, kernel=k)) for k in args.rnn_kernels]
+    for name, fn in contestants + [("plain_keras", bench_plain)]:
         r = fn(samples, cfg, features, args.batch_size, args.steps, args.warmup)
         r["fraction_of_peak"] = r.pop("frames_per_s") * 3 * flops_per_frame(cfg) / peak
         result[name] = r
         print(f"{args.config:6s} {name:12s} {r['audio_s_per_s']:7.1f} s audio/s  padding efficiency "
               f"{100 * r['padding_efficiency']:5.1f}%  input wait {100 * r['input_wait_fraction']:4.1f}%  "
               f"{100 * r['fraction_of_peak']:4.1f}% of matmul peak", flush=True)
-    result["speedup"] = result["ours"]["audio_s_per_s"] / result["plain_keras"]["audio_s_per_s"]
-    print(f"{args.config}: ours / plain Keras = {result['speedup']:.2f}x "
+    for name, _ in contestants:
+        result[f"speedup_{name}"] = result[name]["audio_s_per_s"] / result["plain_keras"]["audio_s_per_s"]
+        print(f"{args.config}: {name} / plain Keras = {result[f'speedup_{name}']:.2f}x")
+    print(f"{args.config} on {result['cpu']}: "
           f"(matmul peak {peak / 1e9:.0f} GFLOP/s, model {result['model_gflop_per_audio_s']:.1f} GFLOP "
           f"per second of audio, forward + backward)")
     if args.output:

@@ -141,19 +141,26 @@ def records():
 
 
 def test_recurrent_kernel_log_lines(records):
-    models = {t: DeepSpeech2(tiny_config(rnn_type=t, rnn_layers=2)) for t in ("gru", "lstm", "rnn")}
-    gru = devices.recurrent_kernel_lines(models["gru"], on_gpu=False, xla=False)
-    assert gru == [gru[0]] and gru[0].startswith(
-        "Recurrent layers rnn_1, rnn_2 (bidirectional GRU, 16 units): generic kernel (tf.scan), not cuDNN:")
-    assert "sequence-wise batch-normalized" in gru[0] and "keras.layers.GRU" in gru[0]
-    assert "on a CPU there is no cuDNN" in gru[0] and "(--xla compiles the loop)" in gru[0]
-    lstm = devices.recurrent_kernel_lines(models["lstm"], on_gpu=True, xla=True)[0]
-    assert "keras.layers.LSTM" in lstm and "CPU" not in lstm and "compiled with XLA (--xla)" in lstm
-    devices.log_recurrent_kernels(models["rnn"], on_gpu=True, xla=False)
-    [record] = records
+    models = {t: DeepSpeech2(tiny_config(rnn_type=t, rnn_layers=2)).build_for() for t in ("gru", "lstm", "rnn")}
+    timings = {"generic": 0.2, "fused": 0.1}
+    gru = devices.choose_recurrent_kernels(models["gru"], "auto", measure=lambda layer, k, b: timings[k])
+    assert len(gru) == 2 and gru[0].startswith(  # rnn_2 reads 32 inputs: a configuration of its own
+        "Recurrent layers rnn_1 (bidirectional GRU, 16 units, 8 inputs): fused kernel (BatchNorm folded "
+        "into W, Keras' GRU loop): measured faster on this CPU")
+    assert "generic 200 ms, fused 100 ms" in gru[0] and [r.kernel for r in models["gru"].rnns] == ["fused"] * 2
+    lstm = devices.choose_recurrent_kernels(models["lstm"], "auto", on_gpu=True, xla=True)[0]
+    assert "generic kernel" in lstm and "cannot be compiled with XLA" in lstm
+    lstm = devices.choose_recurrent_kernels(models["lstm"], "auto", on_gpu=True)[0]
+    assert "fused kernel (BatchNorm folded into W, cuDNN CudnnRNNV3)" in lstm
+    assert "generic" in devices.choose_recurrent_kernels(models["lstm"], "generic", on_gpu=True)[0]
+    records.clear()
+    devices.choose_recurrent_kernels(models["rnn"], "fused", on_gpu=True)
+    assert [r.kernel for r in models["rnn"].rnns] == ["generic"] * 2
+    record = records[0]
     assert record.levelno == logging.INFO
-    assert "(bidirectional clipped-ReLU rnn, 16 units)" in record.getMessage()
-    assert "no cuDNN kernel exists for a clipped-ReLU recurrence" in record.getMessage()
+    assert "(bidirectional clipped-ReLU rnn, 16 units, 8 inputs)" in record.getMessage()
+    assert "no fused kernel exists for a clipped-ReLU recurrence" in record.getMessage()
+    assert "--rnn_kernel fused ignored" in record.getMessage()
 
 
 def test_configure_gpus_without_gpu(records, monkeypatch):
@@ -202,8 +209,8 @@ def test_trainer_with_bfloat16_and_xla(tiny_corpus, tmp_path):
                        *TINY_FLAGS)
     err = proc.stderr
     assert "Training finished: done" in err
-    assert "Recurrent layers rnn_1 (bidirectional GRU, 64 units): generic kernel (tf.scan)" in err
-    assert "the loop is compiled with XLA (--xla)" in err
+    assert "Recurrent layers rnn_1 (bidirectional GRU, 64 units, 64 inputs): generic kernel" in err
+    assert "--xla: the loop is compiled with the step" in err
     assert "--xla: the training step (forward, CTC loss, backward and update) is compiled" in err
     assert "--xla: the evaluation step (forward and CTC loss) is compiled" in err
     assert "No GPU found" in err

@@ -8,6 +8,7 @@ import os
 
 import tensorflow as tf
 
+from . import recurrent
 from .util.log import log
 
 # Under --xla the time axis of a batch is padded to a multiple of this many frames (labels to a multiple
@@ -126,34 +127,89 @@ def _pad_axis1(x, quantum: int):
     return tf.pad(x, paddings)
 
 
-def recurrent_kernel_lines(model, on_gpu: bool, xla: bool) -> list[str]:
-    """One line per distinct recurrent-layer configuration of ``model`` saying which kernel runs and why."""
-    groups: dict[tuple, list[str]] = {}
+def choose_recurrent_kernels(model, requested: str = "auto", on_gpu: bool = False, xla: bool = False,
+                             precision: str = "float32", batch: int = 16, measure=None) -> list[str]:
+    """Set ``kernel`` ("generic" or "fused", recurrent.py) on every recurrent layer of ``model`` ->
+    one line per distinct layer configuration saying which kernel runs and why (also logged).
+
+    ``requested``: --rnn_kernel. auto: on a GPU cuDNN wherever it can run; on a CPU whichever kernel
+    is faster for the configuration, measured once here (forward and backward in training mode on a
+    ``batch`` x 100 frames random input, a copy of the layer so no statistic moves); ``measure``
+    (tests) replaces that measurement: (layer, kernel) -> seconds.
+    """
+    groups: dict[tuple, list] = {}
     for layer in model.rnns:
-        key = (layer.rnn_type, layer.bidirectional, layer.units)
-        groups.setdefault(key, []).append(layer.name)
-    return [f"Recurrent layers {', '.join(names)} ({_describe(*key)}): " + _kernel_reason(key[0], on_gpu, xla)
-            for key, names in groups.items()]
+        key = (layer.rnn_type, layer.bidirectional, layer.units, int(layer.input_kernel.shape[0]))
+        groups.setdefault(key, []).append(layer)
+    lines = []
+    for key, members in groups.items():
+        kernel, why = _choose(members[0], requested, on_gpu, xla, precision, batch, measure)
+        for layer in members:
+            layer.kernel = kernel
+        lines.append(f"Recurrent layers {', '.join(m.name for m in members)} ({_describe(*key)}): "
+                     f"{kernel} kernel ({_kernel_name(kernel, key[0], on_gpu)}): {why}")
+        log.info(lines[-1])
+    return lines
 
 
-def _describe(rnn_type: str, bidirectional: bool, units: int) -> str:
+def _describe(rnn_type: str, bidirectional: bool, units: int, inputs: int) -> str:
     cell = "clipped-ReLU rnn" if rnn_type == "rnn" else rnn_type.upper()
-    return f"{'bidirectional' if bidirectional else 'unidirectional'} {cell}, {units} units"
+    return f"{'bidirectional' if bidirectional else 'unidirectional'} {cell}, {units} units, {inputs} inputs"
 
 
-def _kernel_reason(rnn_type: str, on_gpu: bool, xla: bool) -> str:
-    loop = ("the loop is compiled with XLA (--xla)" if xla else
-            "one TensorFlow while loop of small ops per time step (--xla compiles the loop)")
-    if rnn_type == "rnn":
-        return ("generic kernel (tf.scan): no cuDNN kernel exists for a clipped-ReLU recurrence (cuDNN's "
-                f"RNN_RELU mode does not clip); {loop}")
-    why = ("the input projection W x is sequence-wise batch-normalized before the recurrence (the paper's "
-           "formulation), and cuDNN's fused kernel, which keras.layers.%s uses, computes W x itself with no "
-           "normalization in between" % rnn_type.upper())
-    where = "" if on_gpu else "; on a CPU there is no cuDNN in any case"
-    return f"generic kernel (tf.scan), not cuDNN: {why}{where}; {loop}"
+def _kernel_name(kernel: str, rnn_type: str, on_gpu: bool) -> str:
+    if kernel == "generic":
+        return "BN(W x) in one product, one TensorFlow while loop per direction"
+    return ("BatchNorm folded into W, cuDNN CudnnRNNV3" if on_gpu else
+            "BatchNorm folded into W, Keras' %s loop" % rnn_type.upper())
 
 
-def log_recurrent_kernels(model, on_gpu: bool, xla: bool) -> None:
-    for line in recurrent_kernel_lines(model, on_gpu, xla):
-        log.info(line)
+def _choose(layer, requested, on_gpu, xla, precision, batch, measure) -> tuple[str, str]:
+    if requested == "generic":
+        return "generic", "forced by --rnn_kernel generic"
+    if not recurrent.fused_available(layer.rnn_type):
+        return "generic", recurrent.fused_reason_missing(layer.rnn_type) + (
+            " (--rnn_kernel fused ignored)" if requested == "fused" else "")
+    if xla and requested == "auto":  # cuDNN's op has no XLA kernel; on a CPU XLA was measured slower
+        return "generic", ("--xla: cuDNN's recurrent op cannot be compiled with XLA, the loop is" if on_gpu
+                           else "--xla: the loop is compiled with the step (the kernels are measured "
+                           "without XLA; --rnn_kernel fused forces Keras' loop)")
+    if xla and on_gpu:
+        return "generic", "--xla: cuDNN's recurrent op cannot be compiled with XLA (--rnn_kernel fused ignored)"
+    if on_gpu and precision == "mixed_bfloat16":
+        return "generic", "TensorFlow's cuDNN recurrent op takes float16/float32 only, not bfloat16"
+    if requested == "fused":
+        return "fused", "forced by --rnn_kernel fused"
+    if on_gpu:
+        return "fused", "cuDNN runs the whole sequence in one kernel; the folded statistics keep the " \
+                        "paper's sequence-wise BatchNorm exact"
+    times = {k: (measure or _measure_kernel)(layer, k, batch) for k in ("generic", "fused")}
+    best = min(times, key=times.get)
+    return best, "measured faster on this CPU (forward + backward, batch %d x 100 frames: generic %.0f ms, " \
+                 "fused %.0f ms; --rnn_kernel forces one)" % (batch, 1e3 * times["generic"], 1e3 * times["fused"])
+
+
+def _measure_kernel(layer, kernel: str, batch: int, steps: int = 100, repeats: int = 3) -> float:
+    """Best wall time of one forward + backward pass of a copy of ``layer`` running ``kernel``."""
+    import time
+
+    copy = type(layer).from_config(layer.get_config())
+    copy.kernel = kernel
+    x = tf.random.stateless_normal([batch, steps, int(layer.input_kernel.shape[0])], [0, 1])
+    lengths = steps - tf.range(batch) * steps // (4 * batch)  # bucketed-like: lengths within 25%
+    copy(x, lengths, training=False)
+
+    @tf.function
+    def run():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = copy(x, lengths, training=True)
+        return tape.gradient(tf.reduce_sum(y * y), [x] + copy.trainable_variables)
+
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        [g.numpy() for g in run() if g is not None]
+        best = min(best, time.perf_counter() - start)
+    return best

@@ -100,6 +100,12 @@ def define_flags() -> None:
     f.DEFINE_boolean("xla", False, "compile the training and evaluation steps with XLA "
                      "(tf.function(jit_compile=True)); one compilation per padded batch shape; for GPUs "
                      "(on CPUs measured slower than without)")
+    f.DEFINE_enum("rnn_kernel", "auto", ["auto", "fused", "generic"], "how the recurrent layers run (same "
+                  "variables, outputs and checkpoints either way): generic (sequence-wise BatchNorm of W x "
+                  "for all frames, then a loop doing U h per step), fused (BatchNorm folded into the input "
+                  "weights so the whole recurrence runs in cuDNN on a GPU, in Keras' recurrent loop on a "
+                  "CPU; GRU and LSTM only), auto (cuDNN on a GPU where it can run, on a CPU the kernel "
+                  "measured faster at start); the log says per layer which runs and why")
     f.DEFINE_boolean("use_allow_growth", True, "let TensorFlow take GPU memory as needed instead of all "
                      "of it at start (Mozilla's default was False); TF_FORCE_GPU_ALLOW_GROWTH, when set, "
                      "is honoured instead")
@@ -277,7 +283,7 @@ def train_config() -> TrainConfig:
         checkpoint_secs=FLAGS.checkpoint_secs, early_stop=FLAGS.early_stop, es_epochs=FLAGS.es_epochs,
         es_min_delta=FLAGS.es_min_delta, reduce_lr_on_plateau=FLAGS.reduce_lr_on_plateau,
         plateau_epochs=FLAGS.plateau_epochs, plateau_reduction=FLAGS.plateau_reduction,
-        precision=precision_policy(), jit_compile=FLAGS.xla, show_progressbar=FLAGS.show_progressbar,
+        precision=precision_policy(), jit_compile=FLAGS.xla, rnn_kernel=FLAGS.rnn_kernel, show_progressbar=FLAGS.show_progressbar,
         summary_dir=FLAGS.summary_dir or _default_dir("summaries"),
         augmentations=parse_augmentations(FLAGS.augment), feature_cache=FLAGS.feature_cache,
         cache_for_epochs=FLAGS.cache_for_epochs, drop_source_layers=FLAGS.drop_source_layers,

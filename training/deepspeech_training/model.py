@@ -16,6 +16,8 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
+from . import recurrent
+
 PACKAGE = "deepspeech"
 
 
@@ -133,19 +135,24 @@ class MaskedBatchNorm(layers.Layer):
         x32 = ops.cast(x, "float32")
         if training and self.trainable:  # a frozen layer (transfer learning) keeps its statistics
             mean, var = self._moments(x32, frame_mask)
-            # num_updates warm-up (as tf.train.ExponentialMovingAverage): early averages follow the
-            # batches closely, so short runs and fine-tunes get usable inference statistics
-            decay = ops.minimum(self.momentum, (1.0 + self.updates) / (10.0 + self.updates))
-            ok = ops.all(ops.isfinite(mean)) & ops.all(ops.isfinite(var))  # a diverged batch keeps
-            for stat, value in ((self.moving_mean, mean), (self.moving_variance, var)):  # old stats
-                stat.assign(ops.where(ok, stat * decay + value * (1 - decay), stat))
-            self.updates.assign(self.updates + ops.cast(ok, "float32"))
+            self.update_moving_statistics(mean, var)
         else:
             mean, var = self.moving_mean, self.moving_variance
         gamma = ops.cast(self.gamma, "float32")
         beta = ops.cast(self.beta, "float32")
-        y = (x32 - mean) * ops.rsqrt(var + self.epsilon) * gamma + beta
+        scale = ops.rsqrt(var + self.epsilon) * gamma  # per feature, so one multiply-add per element
+        y = x32 * scale + (beta - mean * scale)
         return ops.cast(y, x.dtype)
+
+    def update_moving_statistics(self, mean, var):
+        """Move the running averages towards a training batch's moments (float32 [n])."""
+        # num_updates warm-up (as tf.train.ExponentialMovingAverage): early averages follow the
+        # batches closely, so short runs and fine-tunes get usable inference statistics
+        decay = ops.minimum(self.momentum, (1.0 + self.updates) / (10.0 + self.updates))
+        ok = ops.all(ops.isfinite(mean)) & ops.all(ops.isfinite(var))  # a diverged batch keeps
+        for stat, value in ((self.moving_mean, mean), (self.moving_variance, var)):  # old stats
+            stat.assign(ops.where(ok, stat * decay + value * (1 - decay), stat))
+        self.updates.assign(self.updates + ops.cast(ok, "float32"))
 
     @staticmethod
     def _moments(x32, frame_mask):
@@ -155,7 +162,7 @@ class MaskedBatchNorm(layers.Layer):
         m = ops.cast(frame_mask, "float32")
         m = ops.reshape(m, ops.shape(m) + (1,) * (len(x32.shape) - 2))
         sums = [ops.sum(x32 * m, axis=axes), ops.sum(ops.square(x32) * m, axis=axes),
-                ops.sum(m * ops.ones_like(x32), axis=axes)]
+                ops.sum(m) * ops.ones_like(x32[(0,) * len(axes)])]  # the same count for every feature
         replica = tf.distribute.get_replica_context()
         if replica is not None and replica.num_replicas_in_sync > 1:
             sums = replica.all_reduce(tf.distribute.ReduceOp.SUM, sums)
@@ -232,9 +239,12 @@ class ConvBlock(layers.Layer):
 class RecurrentLayer(layers.Layer):
     """GRU, LSTM or simple (clipped-ReLU) RNN, uni- or bidirectional, with sequence-wise BatchNorm.
 
-    As in the paper, BatchNorm acts on the input-to-hidden path only: BN(W x_t) is computed for all
-    time steps in one matrix product, so the loop does just the recurrent product U h_{t-1}. Both
-    directions run in the same loop (a batched matmul over the direction axis).
+    As in the paper, BatchNorm acts on the input-to-hidden path only, BN(W x_t). ``kernel`` picks how
+    the sequence is computed (recurrent.py): "generic" (BN(W x) for all frames in one matrix product,
+    then a loop doing U h per step) or "fused" (BatchNorm folded into W, the recurrence in cuDNN on a
+    GPU or Keras' loop on a CPU; GRU and LSTM). Both give the same outputs, gradients and moving
+    statistics from the same variables; the trainer sets it (devices.choose_recurrent_kernels), exports
+    and streaming use the generic formulation (``step``).
     """
 
     GATES = {"gru": 3, "lstm": 4, "rnn": 1}
@@ -246,6 +256,7 @@ class RecurrentLayer(layers.Layer):
         self.directions = 2 if bidirectional else 1
         self.gates = self.GATES[rnn_type]
         self.bn = MaskedBatchNorm(name="bn")
+        self.kernel = "generic"  # not part of the config: a runtime choice, same variables either way
 
     def build(self, input_shape):
         n, g, u = self.directions, self.gates, self.units
@@ -258,28 +269,24 @@ class RecurrentLayer(layers.Layer):
             bias_init = keras.initializers.Constant([0.0] * u + [1.0] * u + [0.0] * (2 * u))
         self.recurrent_bias = self.add_weight(
             name="recurrent_bias", shape=(n, g * u), initializer=bias_init)
+        self.bn.build((None, None, n * g * u))  # the fused kernel reads its statistics without calling it
 
     def step(self, state, x_t):
         """One time step: state, projected input [directions, B, gates * units] -> new state."""
         h = self.output_of(state)
         hh = tf.matmul(h, self.recurrent_kernel) + self.recurrent_bias[:, None, :]
-        if self.rnn_type == "gru":  # reset gate after the product (cuDNN's formulation)
-            xz, xr, xn = tf.split(x_t, 3, axis=-1)
-            hz, hr, hn = tf.split(hh, 3, axis=-1)
-            z = tf.sigmoid(xz + hz)
-            r = tf.sigmoid(xr + hr)
-            return z * h + (1.0 - z) * tf.tanh(xn + r * hn)
-        if self.rnn_type == "lstm":
-            i, f, g, o = tf.split(x_t + hh, 4, axis=-1)
-            c = tf.sigmoid(f) * state[1] + tf.sigmoid(i) * tf.tanh(g)
-            return tf.stack([tf.sigmoid(o) * tf.tanh(c), c])
-        return clipped_relu(x_t + hh, self.relu_clip)
+        c = state[1] if self.rnn_type == "lstm" else None
+        h, c = recurrent.cell_update(self.rnn_type, x_t, h, c, hh, self.relu_clip)
+        return tf.stack([h, c]) if self.rnn_type == "lstm" else h
 
     def project(self, x, mask, training=False):
         """BN(W x) for all frames at once: [B, T, D] -> [B, T, directions, gates * units]."""
-        xp = self.bn(tf.matmul(x, ops.cast(self.input_kernel, x.dtype)), mask, training=training)
-        return tf.reshape(xp, [ops.shape(x)[0], ops.shape(x)[1], self.directions,
-                               self.gates * self.units])
+        batch, steps = ops.shape(x)[0], ops.shape(x)[1]
+        # a 2D product: a [B, T, D] x [D, N] one is a broadcast batch product whose weight gradient
+        # is B products and a sum over them
+        flat = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), ops.cast(self.input_kernel, x.dtype))
+        xp = self.bn(tf.reshape(flat, [batch, steps, flat.shape[-1]]), mask, training=training)
+        return tf.reshape(xp, [batch, steps, self.directions, self.gates * self.units])
 
     def zero_state(self, batch, dtype="float32"):
         """The initial state: [directions, B, units] ([2, directions, B, units] for LSTM: h, c)."""
@@ -290,17 +297,23 @@ class RecurrentLayer(layers.Layer):
         """The hidden output h of a state made by ``zero_state`` or ``step``."""
         return state[0] if self.rnn_type == "lstm" else state
 
-    def call(self, x, lengths, training=False, initial_state=None):
-        batch, steps = ops.shape(x)[0], ops.shape(x)[1]
-        mask = _frame_mask(lengths, steps)
+    def call(self, x, lengths, training=False):
+        mask = _frame_mask(lengths, ops.shape(x)[1])
+        if self.kernel == "fused":
+            return recurrent.run_fused(self, x, lengths, mask, training)
+        if self.kernel == "scan":
+            return self._scan(x, lengths, mask, training)
+        return recurrent.run_generic(self, x, lengths, mask, training)
+
+    def _scan(self, x, lengths, mask, training=False):
+        """The first formulation (tf.scan over ``step``, both directions in one batched product),
+        kept as the reference the kernels are tested against."""
         xp = self.project(x, mask, training)
         if self.bidirectional:  # the backward direction reads each sequence from its own end
             fwd, bwd = xp[:, :, 0], tf.reverse_sequence(xp[:, :, 1], lengths, seq_axis=1, batch_axis=0)
             xp = tf.stack([fwd, bwd], axis=2)
         xs = tf.transpose(xp, [1, 2, 0, 3])  # [T, n, B, g*u]
-        if initial_state is None:
-            initial_state = self.zero_state(batch, x.dtype)
-        states = tf.scan(self.step, xs, initializer=initial_state)
+        states = tf.scan(self.step, xs, initializer=self.zero_state(ops.shape(x)[0], x.dtype))
         hs = states[:, 0] if self.rnn_type == "lstm" else states  # [T, n, B, u]
         hs = tf.transpose(hs, [2, 0, 1, 3])  # [B, T, n, u]
         if self.bidirectional:

@@ -14,7 +14,8 @@ from tqdm import tqdm
 from . import evaluate as ev
 from .checkpoint import CheckpointError, CheckpointStore
 from .augment import Augmenter
-from .devices import log_recurrent_kernels, replica_runner
+from .devices import choose_recurrent_kernels, replica_runner
+from .recurrent import KERNELS
 from .data import Sample, batch_order, feature_statistics, make_dataset, padding_efficiency
 from .distribute import distribute_batches, is_chief, sum_over_workers, worker_count
 from .features import FeatureCache, FeatureConfig
@@ -54,6 +55,7 @@ class TrainConfig:
     plateau_reduction: float = 0.1
     precision: str = "float32"  # Keras dtype policy: float32, mixed_float16 or mixed_bfloat16
     jit_compile: bool = False  # --xla: compile the training and dev evaluation steps with XLA
+    rnn_kernel: str = "auto"  # --rnn_kernel: auto, fused or generic (devices.choose_recurrent_kernels)
     show_progressbar: bool = True
     summary_dir: str = ""
     augmentations: tuple = ()  # augment.Augmentation objects (--augment), applied to training data only
@@ -65,6 +67,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r} ({', '.join(PRECISIONS)})")
+        if self.rnn_kernel not in KERNELS:
+            raise ValueError(f"unknown recurrent kernel {self.rnn_kernel!r} ({', '.join(KERNELS)})")
 
 
 @dataclass
@@ -199,8 +203,9 @@ class Trainer:
         # model.json is written once a checkpoint has loaded: a resumed run's is what it is checked against
         self.description, self.flags_text = description, flags_text
         log.info(self.model.summary_line())
-        log_recurrent_kernels(self.model, bool(tf.config.list_logical_devices("GPU")),
-                              cfg.jit_compile and strategy.num_replicas_in_sync == 1)
+        choose_recurrent_kernels(self.model, cfg.rnn_kernel, bool(tf.config.list_logical_devices("GPU")),
+                                 cfg.jit_compile and strategy.num_replicas_in_sync == 1, cfg.precision,
+                                 max(cfg.batch_size, 1))
         self.augmenter = Augmenter(cfg.augmentations, features, model_cfg.time_stride, cfg.random_seed)
         if self.augmenter:
             log.info("Augmenting training samples: %s", self.augmenter.describe())
