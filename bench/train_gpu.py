@@ -92,7 +92,7 @@ def time_config(cfg: ModelConfig, precision: str, xla: bool, batch: int, seconds
     strategy = tf.distribute.get_strategy()
     model = DeepSpeech2(cfg, name="deepspeech2").build_for()
     chosen = choose_recurrent_kernels(model, kernel, bool(tf.config.list_logical_devices("GPU")), xla,
-                                      precision, batch)
+                                      precision)
     opt = make_optimizer(TrainConfig(learning_rate=1e-4, precision=precision))
     opt.build(model.trainable_variables)
     rng = np.random.default_rng(0)

@@ -118,8 +118,7 @@ def bench_ours(samples, cfg, features, batch, steps, warmup, kernel="auto"):
         for layer in model.rnns:
             layer.kernel = "scan"
     else:
-        for line in choose_recurrent_kernels(model, kernel, bool(tf.config.list_logical_devices("GPU")),
-                                             batch=batch):
+        for line in choose_recurrent_kernels(model, kernel, bool(tf.config.list_logical_devices("GPU"))):
             print(line, flush=True)
     opt = make_optimizer(TrainConfig(learning_rate=1e-4))
     opt.build(model.trainable_variables)

@@ -128,14 +128,13 @@ def _pad_axis1(x, quantum: int):
 
 
 def choose_recurrent_kernels(model, requested: str = "auto", on_gpu: bool = False, xla: bool = False,
-                             precision: str = "float32", batch: int = 16, measure=None) -> list[str]:
+                             precision: str = "float32") -> list[str]:
     """Set ``kernel`` ("generic" or "fused", recurrent.py) on every recurrent layer of ``model`` ->
     one line per distinct layer configuration saying which kernel runs and why (also logged).
 
-    ``requested``: --rnn_kernel. auto: on a GPU cuDNN wherever it can run; on a CPU whichever kernel
-    is faster for the configuration, measured once here (forward and backward in training mode on a
-    ``batch`` x 100 frames random input, a copy of the layer so no statistic moves); ``measure``
-    (tests) replaces that measurement: (layer, kernel) -> seconds.
+    ``requested``: --rnn_kernel. auto: on a GPU cuDNN wherever it can run; on a CPU the generic loop,
+    which measured faster in whole training steps (BENCHMARKS.md, "Recurrent kernels on the CPU"; a
+    timing of one layer alone favoured the fused loop and misled an earlier version of this choice).
     """
     groups: dict[tuple, list] = {}
     for layer in model.rnns:
@@ -143,7 +142,7 @@ def choose_recurrent_kernels(model, requested: str = "auto", on_gpu: bool = Fals
         groups.setdefault(key, []).append(layer)
     lines = []
     for key, members in groups.items():
-        kernel, why = _choose(members[0], requested, on_gpu, xla, precision, batch, measure)
+        kernel, why = _choose(members[0], requested, on_gpu, xla, precision)
         for layer in members:
             layer.kernel = kernel
         lines.append(f"Recurrent layers {', '.join(m.name for m in members)} ({_describe(*key)}): "
@@ -164,7 +163,7 @@ def _kernel_name(kernel: str, rnn_type: str, on_gpu: bool) -> str:
             "BatchNorm folded into W, Keras' %s loop" % rnn_type.upper())
 
 
-def _choose(layer, requested, on_gpu, xla, precision, batch, measure) -> tuple[str, str]:
+def _choose(layer, requested, on_gpu, xla, precision) -> tuple[str, str]:
     if requested == "generic":
         return "generic", "forced by --rnn_kernel generic"
     if not recurrent.fused_available(layer.rnn_type):
@@ -183,33 +182,5 @@ def _choose(layer, requested, on_gpu, xla, precision, batch, measure) -> tuple[s
     if on_gpu:
         return "fused", "cuDNN runs the whole sequence in one kernel; the folded statistics keep the " \
                         "paper's sequence-wise BatchNorm exact"
-    times = {k: (measure or _measure_kernel)(layer, k, batch) for k in ("generic", "fused")}
-    best = min(times, key=times.get)
-    return best, "measured faster on this CPU (forward + backward, batch %d x 100 frames: generic %.0f ms, " \
-                 "fused %.0f ms; --rnn_kernel forces one)" % (batch, 1e3 * times["generic"], 1e3 * times["fused"])
-
-
-def _measure_kernel(layer, kernel: str, batch: int, steps: int = 100, repeats: int = 3) -> float:
-    """Best wall time of one forward + backward pass of a copy of ``layer`` running ``kernel``."""
-    import time
-
-    copy = type(layer).from_config(layer.get_config())
-    copy.kernel = kernel
-    x = tf.random.stateless_normal([batch, steps, int(layer.input_kernel.shape[0])], [0, 1])
-    lengths = steps - tf.range(batch) * steps // (4 * batch)  # bucketed-like: lengths within 25%
-    copy(x, lengths, training=False)
-
-    @tf.function
-    def run():
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = copy(x, lengths, training=True)
-        return tape.gradient(tf.reduce_sum(y * y), [x] + copy.trainable_variables)
-
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        [g.numpy() for g in run() if g is not None]
-        best = min(best, time.perf_counter() - start)
-    return best
+    return "generic", "on a CPU the generic loop trained faster than the fused one (demo geometry: 52.5 vs " \
+                      "45.2 s of audio per s, BENCHMARKS.md); --rnn_kernel fused forces Keras' loop"

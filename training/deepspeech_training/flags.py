@@ -104,8 +104,8 @@ def define_flags() -> None:
                   "variables, outputs and checkpoints either way): generic (sequence-wise BatchNorm of W x "
                   "for all frames, then a loop doing U h per step), fused (BatchNorm folded into the input "
                   "weights so the whole recurrence runs in cuDNN on a GPU, in Keras' recurrent loop on a "
-                  "CPU; GRU and LSTM only), auto (cuDNN on a GPU where it can run, on a CPU the kernel "
-                  "measured faster at start); the log says per layer which runs and why")
+                  "CPU; GRU and LSTM only), auto (cuDNN on a GPU where it can run, on a CPU the generic "
+                  "loop, faster there in whole training steps); the log says per layer which runs and why")
     f.DEFINE_boolean("use_allow_growth", True, "let TensorFlow take GPU memory as needed instead of all "
                      "of it at start (Mozilla's default was False); TF_FORCE_GPU_ALLOW_GROWTH, when set, "
                      "is honoured instead")

@@ -204,8 +204,7 @@ class Trainer:
         self.description, self.flags_text = description, flags_text
         log.info(self.model.summary_line())
         choose_recurrent_kernels(self.model, cfg.rnn_kernel, bool(tf.config.list_logical_devices("GPU")),
-                                 cfg.jit_compile and strategy.num_replicas_in_sync == 1, cfg.precision,
-                                 max(cfg.batch_size, 1))
+                                 cfg.jit_compile and strategy.num_replicas_in_sync == 1, cfg.precision)
         self.augmenter = Augmenter(cfg.augmentations, features, model_cfg.time_stride, cfg.random_seed)
         if self.augmenter:
             log.info("Augmenting training samples: %s", self.augmenter.describe())
