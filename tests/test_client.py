@@ -235,6 +235,31 @@ def test_unidirectional_stream_runs_as_audio_arrives(fake_model):
     assert runtime.positions == list(range(0, 4 * one_shot_steps, 4))
 
 
+def test_unidirectional_stream_decodes_each_frame_once(fake_model, scorer_path, monkeypatch):
+    """The stream's beam search goes on with the new frames only (Mozilla's decoder state), and its
+    final result is the one-shot one, with a scorer too."""
+    from ds_ctcdecoder import DecoderState
+
+    fed = []
+    original = DecoderState.next
+    monkeypatch.setattr(DecoderState, "next", lambda self, probs: (fed.append(len(probs)), original(self, probs)))
+    model = deepspeech.Model(fake_model(step=True, n_steps=4))
+    model.enableExternalScorer(scorer_path)
+    audio = tone_audio("the kat sat")
+    one_shot = model.sttWithMetadata(audio, 2)
+    total, fed[:] = sum(fed), []
+    deepspeech.open_runtime("tone.tflite").positions = []  # the fake step model counts its windows anew
+    stream, partials = model.createStream(), []
+    for offset in range(0, len(audio), 480):
+        stream.feedAudioContent(audio[offset:offset + 480])
+        partials.append(stream.intermediateDecode())
+    final = stream.finishStreamWithMetadata(2)
+    assert sum(fed) == total and len(fed) > 10  # every output frame searched once, in many pieces
+    assert "the cat" in partials and str(final.transcripts[0]) == "the cat sat"
+    assert [str(t) for t in final.transcripts] == [str(t) for t in one_shot.transcripts]
+    assert [t.confidence for t in final.transcripts] == [t.confidence for t in one_shot.transcripts]
+
+
 def test_bidirectional_stream_runs_the_model_only_when_asked(fake_model):
     model = deepspeech.Model(fake_model())
     runtime = deepspeech.open_runtime("tone.tflite")

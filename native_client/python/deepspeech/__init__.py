@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from ds_ctcdecoder import Scorer, ScorerError, ctc_beam_search_decoder
+from ds_ctcdecoder import DecoderState, Scorer, ScorerError
 
 from . import errors
 from .acoustic import AcousticModel, open_runtime
@@ -48,16 +48,24 @@ class _Decoding:
         self.acoustic, self.beam_width, self.scorer = acoustic, beam_width, scorer
         self.hot_words = dict(hot_words) if scorer is not None else {}
 
+    def state(self) -> DecoderState:
+        """A beam search that takes frames as they come (Mozilla's decoder state of a stream)."""
+        return DecoderState(self.acoustic.alphabet, max(1, int(self.beam_width)), CUTOFF_PROB, CUTOFF_TOP_N,
+                            self.scorer, self.hot_words)
+
     def decode(self, probs, num_results: int) -> Metadata:
-        acoustic = self.acoustic
         if probs is None or len(probs) == 0:
             return Metadata((CandidateTranscript((), 0.0),))
-        results = ctc_beam_search_decoder(
-            probs, acoustic.alphabet, max(1, int(self.beam_width)), cutoff_prob=CUTOFF_PROB,
-            cutoff_top_n=CUTOFF_TOP_N, scorer=self.scorer, hot_words=self.hot_words,
-            num_results=max(1, int(num_results)))
+        state = self.state()
+        state.next(probs)
+        return self.metadata(state, num_results)
+
+    def metadata(self, state: DecoderState, num_results: int) -> Metadata:
+        acoustic = self.acoustic
+        if state.frames == 0:
+            return Metadata((CandidateTranscript((), 0.0),))
         return Metadata(tuple(candidate_from_result(r, acoustic.alphabet, acoustic.frame_seconds, acoustic.utf8)
-                              for r in results))
+                              for r in state.decode(max(1, int(num_results)))))
 
 
 def _samples(audio_buffer, call: str) -> np.ndarray:
@@ -169,16 +177,25 @@ def _scorer_error_code(err: ScorerError) -> int:
 class Stream:
     """Streaming inference: ``feedAudioContent`` chunks, decode at any time, ``finishStream`` at the end.
 
-    Unidirectional ('step') models run as the audio arrives; bidirectional ('forward') models run on
-    all the audio received so far when a result is asked for. The final transcript equals ``stt`` of
-    the whole audio.
+    Unidirectional ('step') models run as the audio arrives and their beam search goes on with each new
+    output frame only (as Mozilla's decoder state); bidirectional ('forward') models run on all the
+    audio received so far when a result is asked for, and that is decoded anew. The final transcript
+    equals ``stt`` of the whole audio.
     """
 
     def __init__(self, acoustic: AcousticModel, decoding: _Decoding):
         self._impl = acoustic.stream()
         self._frames = FrameStream(acoustic.framing)
         self._decoding = decoding
+        self._search = decoding.state() if acoustic.streaming else None  # step models: incremental
         self._last = (None, None)  # ((output frames, num_results), Metadata): nothing new, no new decode
+
+    def _decode(self, probs, num_results: int) -> Metadata:
+        if self._search is None:
+            return self._decoding.decode(probs, num_results)
+        if probs is not None and len(probs) > self._search.frames:
+            self._search.next(probs[self._search.frames:])
+        return self._decoding.metadata(self._search, num_results)
 
     def _check(self, action: str) -> None:
         if self._impl is None:
@@ -197,7 +214,7 @@ class Stream:
         probs = self._impl.current()
         key = (0 if probs is None else len(probs), num_results)
         if self._last[0] != key:
-            self._last = (key, self._decoding.decode(probs, num_results))
+            self._last = (key, self._decode(probs, num_results))
         return self._last[1]
 
     def finishStream(self) -> str:  # noqa: N802
@@ -207,7 +224,7 @@ class Stream:
         self._check("finish")
         probs_stream, self._impl = self._impl, None
         probs_stream.feed(self._frames.finish())
-        return self._decoding.decode(probs_stream.finish(), num_results)
+        return self._decode(probs_stream.finish(), num_results)
 
     def freeStream(self) -> None:  # noqa: N802
         self._check("free")
