@@ -196,14 +196,12 @@ def _audio(audio) -> tuple:
     return samples, samples.ctypes.data_as(_SHORTP), len(samples)
 
 
-class Model:
-    """*_CreateModel on ``model_path``; close() (or the with-block) frees it."""
+class _Handle:
+    """A runtime object freed by ``close()`` or at the end of a with-block (``FREE``: its *_Free call)."""
 
-    def __init__(self, runtime: Runtime, model_path):
-        self.rt, self.path = runtime, str(model_path)
-        handle = ctypes.c_void_p()
-        runtime.check("CreateModel", runtime.fn("CreateModel")(self.path.encode(), ctypes.byref(handle)))
-        self.handle = handle
+    FREE = ""
+    rt: "Runtime"
+    handle = None
 
     def __enter__(self):
         return self
@@ -213,8 +211,20 @@ class Model:
 
     def close(self) -> None:
         if self.handle:
-            self.rt.fn("FreeModel")(self.handle)
+            self.rt.fn(self.FREE)(self.handle)
             self.handle = None
+
+
+class Model(_Handle):
+    """*_CreateModel on ``model_path``; close() (or the with-block) frees it."""
+
+    FREE = "FreeModel"
+
+    def __init__(self, runtime: Runtime, model_path):
+        self.rt, self.path = runtime, str(model_path)
+        handle = ctypes.c_void_p()
+        runtime.check("CreateModel", runtime.fn("CreateModel")(self.path.encode(), ctypes.byref(handle)))
+        self.handle = handle
 
     def _call(self, suffix: str, *args) -> None:
         self.rt.check(suffix, self.rt.fn(suffix)(self.handle, *args))
@@ -265,25 +275,16 @@ class Model:
         return Stream(self)
 
 
-class Stream:
+class Stream(_Handle):
     """*_CreateStream; finish()/finish_with_metadata() end it, close() frees an unfinished one."""
+
+    FREE = "FreeStream"
 
     def __init__(self, model: Model):
         self.rt = model.rt
         handle = ctypes.c_void_p()
         self.rt.check("CreateStream", self.rt.fn("CreateStream")(model.handle, ctypes.byref(handle)))
         self.handle = handle
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def close(self) -> None:
-        if self.handle:
-            self.rt.fn("FreeStream")(self.handle)
-            self.handle = None
 
     def _live(self, call: str):
         if not self.handle:
