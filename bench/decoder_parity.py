@@ -46,6 +46,14 @@ log = logging.getLogger("deepspeech.bench")
 CUTOFF_PROB, CUTOFF_TOP_N = 1.0, 40  # DS_CreateStream's values
 
 
+def alphabet_of(labels: list[str]):
+    """The dumped model's alphabet: a bytes-output model's 255 byte labels are Mozilla's UTF8Alphabet."""
+    from ds_ctcdecoder import Alphabet, UTF8Alphabet
+
+    utf8 = UTF8Alphabet()
+    return utf8 if labels == utf8.labels else Alphabet.from_labels(labels)
+
+
 def load_outputs(path: str, limit: int = 0):
     data = np.load(path)
     offsets = data["offsets"]
@@ -119,9 +127,9 @@ def _timed(model, audio) -> float:
 
 
 def decode_ours(labels: list[str], probs, configs, usable: set) -> dict:
-    from ds_ctcdecoder import Alphabet, Scorer, ctc_beam_search_decoder
+    from ds_ctcdecoder import Scorer, ctc_beam_search_decoder
 
-    alphabet, scorers, results = Alphabet.from_labels(labels), {}, {}
+    alphabet, scorers, results = alphabet_of(labels), {}, {}
     for config in configs:
         scorer_path, alpha, beta, beam = config
         if scorer_path not in usable:
@@ -192,7 +200,6 @@ def summary_row(args, config, ours, theirs, overhead, refs, seconds) -> tuple[di
 
 def run(args) -> int:
     from replay_graph import write_replay_pb
-    from ds_ctcdecoder import Alphabet
 
     probs, refs, seconds, labels = load_outputs(args.logits, args.limit)
     scorers = [None if s == "none" else s for s in args.scorers.split(",")]
@@ -205,7 +212,7 @@ def run(args) -> int:
         log.error("%s", e)
         return 1
     args.runtime_version = f"{args.runtime} {runtime.version()}"
-    alphabet = Alphabet.from_labels(labels)
+    alphabet = alphabet_of(labels)
     with tempfile.TemporaryDirectory(prefix="replay-") as tmp:
         graphs = [Path(tmp) / f"{i}.pb" for i in range(len(probs))]
         start = time.perf_counter()

@@ -170,9 +170,11 @@ class Runtime:
             candidates = []
             for i in range(meta.num_transcripts):
                 transcript = meta.transcripts[i]
-                tokens = tuple(Token(t.text.decode("utf-8", errors="replace"), t.timestep, t.start_time)
-                               for t in (transcript.tokens[j] for j in range(transcript.num_tokens)))
-                candidates.append(Candidate("".join(t.text for t in tokens), transcript.confidence, tokens))
+                raw = [transcript.tokens[j] for j in range(transcript.num_tokens)]
+                tokens = tuple(Token(t.text.decode("utf-8", errors="replace"), t.timestep, t.start_time) for t in raw)
+                # the text from the tokens' bytes together: a bytes-output model's tokens are single bytes
+                text = b"".join(t.text for t in raw).decode("utf-8", errors="replace")
+                candidates.append(Candidate(text, transcript.confidence, tokens))
             return candidates
         finally:
             self.fn("FreeMetadata")(pointer)
