@@ -97,8 +97,9 @@ def test_mozilla_flags_log_lines_and_evaluate_py(tiny_corpus, tmp_path):
     assert "Initializing variable: logits/kernel" in tuned
     proc = run_trainer("--test_files", tiny_corpus / "test.csv", "--checkpoint_dir", ck, "--reverse_test",
                        "--noshow_progressbar", "--report_count", 1, "--load_evaluate", "last",
-                       script="evaluate.py")
+                       "--log_placement", script="evaluate.py")
     assert f"Loading most recent checkpoint from {ck}/train-" in proc.stderr
+    assert re.search(r"\(\w+\): /job:localhost/replica:0/task:0/device:CPU:0", proc.stdout + proc.stderr)
     assert re.search(r"Test on test\.csv - WER: [\d.]+, CER: [\d.]+, loss: [\d.]+", proc.stderr), proc.stderr
 
 
