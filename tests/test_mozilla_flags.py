@@ -83,6 +83,7 @@ def test_mozilla_flags_log_lines_and_evaluate_py(tiny_corpus, tmp_path):
     first = run_trainer(*base, *mozilla, "--epochs", 1).stderr
     assert "Could not find best validating checkpoint." in first
     assert "Could not find most recent checkpoint." in first and "Initializing all variables." in first
+    assert re.search(rf"Saved new best validating model with loss \d+\.\d{{6}} to: {ck}/best_dev-6", first)
     loss = re.search(r"Metrics for epoch 1 on \S*test\.csv - loss: (\d+\.\d+)", first)
     assert loss and 0 < float(loss.group(1)) < math.inf, first[-3000:]
     for name in ("layer_norm", "train_cudnn", "read_buffer"):

@@ -409,7 +409,7 @@ class Trainer:
             c.epochs_since_best.assign(0)
             path = self._save("best")
             if path:
-                log.info("Saved new best validating model with loss %.3f to %s", dev_loss, path)
+                log.info("Saved new best validating model with loss %f to: %s", dev_loss, path)  # Mozilla's words
             return None
         c.epochs_since_best.assign_add(1)
         waited = int(c.epochs_since_best.numpy())
