@@ -18,16 +18,13 @@ from deepspeech_training.data import load_samples  # noqa: E402
 from deepspeech_training.decoding import Decoder  # noqa: E402
 from deepspeech_training.distribute import make_strategy  # noqa: E402
 from deepspeech_training.flags import FLAGS, checkpoint_dirs, decoder_config, define_flags  # noqa: E402
-from deepspeech_training.run import USER_ERRORS, files, load_for_inference  # noqa: E402
+from deepspeech_training.run import USER_ERRORS, files, load_for_inference, setup_runtime  # noqa: E402
 from deepspeech_training.util.log import log, setup_logging  # noqa: E402
 from ds_ctcdecoder.package import set_default_params  # noqa: E402
 
 
 def define_optimizer_flags() -> None:
-    define_flags()
-    flags.DEFINE_integer("n_trials", 2400, "number of alpha/beta pairs to try")
-    flags.DEFINE_float("lm_alpha_max", 5.0, "alpha is searched in [0, lm_alpha_max]")
-    flags.DEFINE_float("lm_beta_max", 5.0, "beta is searched in [0, lm_beta_max]")
+    define_flags()  # --n_trials, --lm_alpha_max and --lm_beta_max among them, as in Mozilla's flags.py
     flags.DEFINE_boolean("update_scorer", False, "write the best alpha and beta into --scorer_path as its defaults")
 
 
@@ -42,7 +39,7 @@ def model_outputs():
                                time_stride=model.model_config.time_stride,
                                fail_fast=not FLAGS.skip_bad_samples, progress=FLAGS.show_progressbar)
         groups = list(ev.infer(model, strategy, samples, os.path.basename(path), features,
-                               FLAGS.test_batch_size, FLAGS.show_progressbar))
+                               FLAGS.test_batch_size, FLAGS.show_progressbar, reverse=FLAGS.reverse_test))
         outputs.append((samples, groups))
     return alphabet, outputs
 
@@ -77,6 +74,7 @@ def main(argv):
     try:
         if not (FLAGS.test_files and FLAGS.scorer_path):
             raise ValueError("give --test_files (a dev set) and --scorer_path")
+        setup_runtime()
         alphabet, outputs = model_outputs()
         decoder = Decoder(decoder_config(), alphabet)
         params, best, metric = optimize(outputs, decoder)

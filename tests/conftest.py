@@ -43,11 +43,12 @@ def tiny_corpus(tmp_path_factory):
     return out
 
 
-def run_trainer(*args, timeout=600, check=True, env=None):
-    """./DeepSpeech.py with ``args`` -> CompletedProcess (stdout and stderr as text)."""
-    proc = subprocess.run([sys.executable, str(ROOT / "DeepSpeech.py"), *map(str, args)],
+def run_trainer(*args, timeout=600, check=True, env=None, script="DeepSpeech.py"):
+    """./DeepSpeech.py (or another top-level ``script``) with ``args`` -> CompletedProcess (stdout and
+    stderr as text)."""
+    proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
-        raise AssertionError(f"DeepSpeech.py failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc

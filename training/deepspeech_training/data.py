@@ -134,16 +134,18 @@ def load_samples(csv_files: list[str], alphabet: Alphabet, features: FeatureConf
 
 
 def batch_order(samples: list[Sample], batch_size: int, epoch: int, sortagrad: bool, seed: int,
-                drop_remainder: bool) -> np.ndarray:
+                drop_remainder: bool, reverse: bool = False) -> np.ndarray:
     """The epoch's sample order, whose consecutive runs of ``batch_size`` form the batches.
 
     Batches group samples of similar length so padding stays low. SortaGrad: the first epoch runs
-    in increasing length; later epochs shuffle the batches (and jitter which samples share one).
+    in increasing length (decreasing with ``reverse``, Mozilla's --reverse_*: the longest batches,
+    those that run out of memory, come first); later epochs shuffle the batches (and jitter which
+    samples share one).
     """
     durations = np.array([s.duration for s in samples])
     rng = np.random.default_rng([seed, epoch])
     if sortagrad and epoch == 0:
-        order = np.argsort(durations, kind="stable")
+        order = np.argsort(-durations if reverse else durations, kind="stable")
     else:
         jitter = rng.uniform(0.9, 1.1, len(durations))
         order = np.argsort(durations * jitter, kind="stable")

@@ -41,14 +41,15 @@ def _local(strategy, value) -> list[np.ndarray]:
 
 
 def infer(model, strategy, samples: list[Sample], name: str, features: FeatureConfig, batch_size: int,
-          progress: bool = True, eval_step=None):
+          progress: bool = True, eval_step=None, reverse: bool = False):
     """Run the model over ``samples`` -> yields groups of (logits [T, C], CTC loss, sample index).
 
+    Batches run shortest first (longest first with ``reverse``: Mozilla's --reverse_dev/--reverse_test).
     On several hosts each one gets the results of its own share of the samples.
     """
     replicas = strategy.num_replicas_in_sync
     order = batch_order(samples, batch_size * replicas, epoch=0, sortagrad=True, seed=0,
-                        drop_remainder=False)
+                        drop_remainder=False, reverse=reverse)
     batches = distribute_batches(strategy, lambda mine, _, size: make_dataset(samples, mine, features, size),
                                  order, batch_size)
     step = eval_step or make_eval_step(model, strategy, batches.element_spec)
@@ -75,9 +76,21 @@ def decode_group(group, decoder: Decoder, samples: list[Sample]) -> list[SampleR
     return [_result(samples[i], text, loss) for (_, loss, i), text in zip(group, texts)]
 
 
+def mean_loss(model, strategy, samples: list[Sample], name: str, features: FeatureConfig,
+              batch_size: int, progress: bool = True, eval_step=None, reverse: bool = False) -> float:
+    """The mean CTC loss over ``samples``, without decoding (Mozilla's --metrics_files); over all
+    hosts' shares on several hosts (every host calls this together)."""
+    losses = [loss for group in infer(model, strategy, samples, name, features, batch_size, progress,
+                                      eval_step, reverse) for _, loss, _ in group]
+    total, n = sum(losses), len(losses)
+    if worker_count(strategy) > 1:
+        total, n = sum_over_workers(strategy, [total, n])
+    return total / max(n, 1)
+
+
 def evaluate(model, strategy, samples: list[Sample], name: str, alphabet: Alphabet,
              features: FeatureConfig, batch_size: int, progress: bool = True, eval_step=None,
-             decoder: Decoder | None = None) -> Report:
+             decoder: Decoder | None = None, reverse: bool = False) -> Report:
     """Decode every sample (greedy unless a decoder is given); WER/CER as total edits over total length.
 
     On several hosts the totals are those of the whole set (every host calls this together) and
@@ -85,7 +98,7 @@ def evaluate(model, strategy, samples: list[Sample], name: str, alphabet: Alphab
     """
     decoder = decoder or Decoder(DecoderConfig(beam_width=0), alphabet)
     results: list[SampleResult] = []
-    for group in infer(model, strategy, samples, name, features, batch_size, progress, eval_step):
+    for group in infer(model, strategy, samples, name, features, batch_size, progress, eval_step, reverse):
         results.extend(decode_group(group, decoder, samples))
     report = summarize(name, results)
     if worker_count(strategy) > 1:

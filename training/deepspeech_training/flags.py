@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from absl import flags
 from ds_ctcdecoder.alphabet import Alphabet, AlphabetError, UTF8Alphabet
@@ -12,6 +13,7 @@ from .export import ExportConfig, ModelCard
 from .features import FeatureConfig
 from .model import ConvSpec, ModelConfig
 from .train import TrainConfig
+from .util.log import log
 
 FLAGS = flags.FLAGS
 
@@ -60,7 +62,8 @@ def define_flags() -> None:
                      "streaming models)")
     f.DEFINE_integer("lookahead", 0, "lookahead (row) convolution context tau in output frames above "
                      "a unidirectional stack; 0 = none (the paper uses 80 at 20 ms frames)")
-    f.DEFINE_float("dropout_rate", 0.05, "dropout rate after recurrent and fully connected layers")
+    f.DEFINE_float("dropout_rate", 0.05, "dropout rate after the recurrent layers and the fully connected "
+                   "layer (Mozilla's layer 1: here also after rnn_1; see --dropout_rate2/3/6 for the others)")
     f.DEFINE_float("relu_clip", 20.0, "clipped ReLU ceiling: min(max(x, 0), relu_clip)")
     # Optimisation
     f.DEFINE_integer("epochs", 75, "how many epochs (complete runs through the training data) to train")
@@ -164,6 +167,96 @@ def define_flags() -> None:
     f.DEFINE_string("one_shot_infer", "", "an audio file to transcribe with the checkpoint, printing the "
                     "transcript (no training)")
     _define_export_flags()
+    _define_mozilla_flags()
+
+
+def _define_mozilla_flags() -> None:
+    """The rest of Mozilla DeepSpeech 0.9.3's flags: implemented, or accepted with one log line saying
+    why they do not apply (``INAPPLICABLE``, logged by ``log_inapplicable_flags``)."""
+    f = flags
+    f.DEFINE_string("metrics_files", "", "comma-separated list of CSV files whose CTC loss is logged after "
+                    "each epoch's validation (\"Metrics for epoch N on FILE - loss: L\"); unlike --dev_files "
+                    "it decides nothing (best checkpoint, early stop, plateaus)")
+    f.DEFINE_boolean("reverse_train", False, "run the length-sorted training epoch (the first, SortaGrad's) "
+                     "longest first instead of shortest first; later epochs are shuffled batches either way")
+    f.DEFINE_boolean("reverse_dev", False, "validate (--dev_files, --metrics_files) longest first")
+    f.DEFINE_boolean("reverse_test", False, "test (--test_files) longest first")
+    f.DEFINE_float("dropout_rate2", -1.0, "dropout rate after the second recurrent layer, rnn_2 (Mozilla's "
+                   "layer 2); negative: --dropout_rate")
+    f.DEFINE_float("dropout_rate3", -1.0, "dropout rate after the third and any further recurrent layers, "
+                   "rnn_3... (Mozilla's layer 3); negative: --dropout_rate")
+    f.DEFINE_float("dropout_rate4", 0.0, "Mozilla's layer 4 (LSTM) dropout, unused by Mozilla's graph and "
+                   "here (accepted for compatibility)")
+    f.DEFINE_float("dropout_rate5", 0.0, "Mozilla's layer 5 dropout placeholder, unused by Mozilla's graph and "
+                   "here (accepted for compatibility; Mozilla's layer 5 takes --dropout_rate6)")
+    f.DEFINE_float("dropout_rate6", -1.0, "dropout rate after the fully connected layer before the output "
+                   "(Mozilla's layer 5, which took this flag); negative: --dropout_rate")
+    f.DEFINE_boolean("layer_norm", False, "Mozilla: layer normalization after its dense layers. Accepted "
+                     "only: this model normalizes every convolution and recurrent layer with (sequence-wise) "
+                     "BatchNorm, as Deep Speech 2")
+    f.DEFINE_boolean("train_cudnn", False, "Mozilla: train with CuDNN's LSTM. Accepted only: the recurrent "
+                     "kernel is chosen automatically (cuDNN on a GPU, see --rnn_kernel) and checkpoints are "
+                     "the same for every kernel")
+    f.DEFINE_boolean("load_cudnn", False, "Mozilla: load a CuDNN checkpoint into a CPU graph. Accepted only: "
+                     "checkpoints are the same for every recurrent kernel (--rnn_kernel), on GPU and CPU")
+    f.DEFINE_string("read_buffer", "1MB", "Mozilla: buffer size for reading sample files, with a KB/MB/GB/TB "
+                    "suffix. Checked and accepted only: audio files are read whole (tf.io.read_file, "
+                    "libsndfile)")
+    f.DEFINE_boolean("log_placement", False, "log the device each TensorFlow operation runs on "
+                     "(tf.debugging.set_log_device_placement)")
+    f.DEFINE_integer("inter_op_parallelism_threads", 0, "threads running independent TensorFlow operations "
+                     "in parallel (tf.config.threading; 0: TensorFlow's choice)")
+    f.DEFINE_integer("intra_op_parallelism_threads", 0, "threads inside one TensorFlow operation "
+                     "(tf.config.threading; 0: TensorFlow's choice)")
+    # lm_optimizer.py's (Mozilla lists them in DeepSpeech.py --helpfull too)
+    f.DEFINE_float("lm_alpha_max", 5.0, "lm_optimizer.py: the maximum of the alpha range searched, [0, "
+                   "lm_alpha_max]")
+    f.DEFINE_float("lm_beta_max", 5.0, "lm_optimizer.py: the maximum of the beta range searched, [0, "
+                   "lm_beta_max]")
+    f.DEFINE_integer("n_trials", 2400, "lm_optimizer.py: the number of alpha/beta pairs to try")
+
+
+# Mozilla's flags that cannot apply to this model: set to another value than the default, each logs this
+INAPPLICABLE = {
+    "layer_norm": "this model normalizes every convolution and recurrent layer with sequence-wise BatchNorm "
+                  "(Deep Speech 2); Mozilla's layer normalization of its dense layers does not apply",
+    "train_cudnn": "the recurrent kernel is chosen automatically (cuDNN on a GPU where it can run, see "
+                   "--rnn_kernel); checkpoints are the same for every kernel",
+    "load_cudnn": "checkpoints are the same for every recurrent kernel (--rnn_kernel), on GPU and CPU: "
+                  "nothing to convert",
+    "read_buffer": "audio files are read whole (tf.io.read_file, libsndfile); there is no read buffer to size",
+    "dropout_rate4": "Mozilla's graph does not use it either (no dropout on its LSTM layer)",
+    "dropout_rate5": "Mozilla's graph does not use it either (its layer 5 takes --dropout_rate6)",
+}
+
+
+def log_inapplicable_flags() -> None:
+    """One log line per Mozilla flag set to a non-default value that cannot apply here; checks
+    --read_buffer's value (a clear error for a bad one)."""
+    parse_size(FLAGS.read_buffer, "--read_buffer")
+    for name, why in INAPPLICABLE.items():
+        if FLAGS[name].value != FLAGS[name].default:
+            log.info("--%s %s is accepted for Mozilla compatibility but ignored: %s", name,
+                     FLAGS[name].value, why)
+
+
+def parse_size(value: str, flag: str) -> int:
+    """Mozilla's file sizes: digits with an optional K/M/G/T prefix and optional B ('1MB', '512k', '4096')."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)b?\s*", value, re.IGNORECASE)
+    if not match:
+        raise ValueError(f"{flag} {value!r}: expected a size like 1MB (digits, then B, KB, MB, GB or TB)")
+    return int(match.group(1)) * 1024 ** " kmgt".index(match.group(2).lower() or " ")
+
+
+def mozilla_dropouts() -> tuple[tuple[float, ...], float]:
+    """(rates after rnn_1, rnn_2, rnn_3..., rate after fc) from --dropout_rate and Mozilla's
+    --dropout_rate2/3/6 (layers 1, 2, 3 and 5 there); a negative rate means --dropout_rate."""
+    def rate(value: float) -> float:
+        return FLAGS.dropout_rate if value < 0 else value
+
+    first, second, third = FLAGS.dropout_rate, rate(FLAGS.dropout_rate2), rate(FLAGS.dropout_rate3)
+    rnn = tuple((first, second)[i] if i < 2 else third for i in range(FLAGS.rnn_layers))
+    return rnn, rate(FLAGS.dropout_rate6)
 
 
 def _define_export_flags() -> None:
@@ -250,7 +343,8 @@ def model_config(n_features: int, num_classes: int) -> ModelConfig:
         conv=parse_conv_layers(FLAGS.conv_layers, FLAGS.conv_type), conv_type=FLAGS.conv_type,
         rnn_type=FLAGS.rnn_type, rnn_layers=FLAGS.rnn_layers, rnn_units=FLAGS.n_hidden,
         bidirectional=FLAGS.bidirectional, lookahead=FLAGS.lookahead, fc_units=FLAGS.n_hidden,
-        dropout=FLAGS.dropout_rate, relu_clip=FLAGS.relu_clip)
+        dropout=FLAGS.dropout_rate, rnn_dropout=mozilla_dropouts()[0], fc_dropout=mozilla_dropouts()[1],
+        relu_clip=FLAGS.relu_clip)
     cfg.validate()
     return cfg
 
@@ -287,7 +381,8 @@ def train_config() -> TrainConfig:
         summary_dir=FLAGS.summary_dir or _default_dir("summaries"),
         augmentations=parse_augmentations(FLAGS.augment), feature_cache=FLAGS.feature_cache,
         cache_for_epochs=FLAGS.cache_for_epochs, drop_source_layers=FLAGS.drop_source_layers,
-        freeze_source_layers=FLAGS.freeze_source_layers)
+        freeze_source_layers=FLAGS.freeze_source_layers, reverse_train=FLAGS.reverse_train,
+        reverse_dev=FLAGS.reverse_dev)
 
 
 def precision_policy() -> str:

@@ -47,7 +47,9 @@ class ModelConfig:
     bidirectional: bool = True
     lookahead: int = 0  # row-convolution context tau in output frames; 0 = none
     fc_units: int = 256
-    dropout: float = 0.05
+    dropout: float = 0.05  # after every recurrent layer and the fully connected one, unless below
+    rnn_dropout: tuple[float, ...] = ()  # per recurrent layer from the first; layers beyond: ``dropout``
+    fc_dropout: float | None = None  # after the fully connected layer (None: ``dropout``)
     relu_clip: float = 20.0
 
     @property
@@ -66,7 +68,14 @@ class ModelConfig:
         d["conv"] = tuple(
             ConvSpec(c["filters"], tuple(c["kernel"]), tuple(c["stride"])) for c in d["conv"]
         )
+        d["rnn_dropout"] = tuple(d.get("rnn_dropout", ()))
         return cls(**d)
+
+    def layer_dropout(self, layer: str, index: int = 0) -> float:
+        """The dropout rate after recurrent layer ``index`` ("rnn") or the fully connected one ("fc")."""
+        if layer == "fc":
+            return self.dropout if self.fc_dropout is None else self.fc_dropout
+        return self.rnn_dropout[index] if index < len(self.rnn_dropout) else self.dropout
 
     def validate(self) -> None:
         if not 1 <= len(self.conv) <= 3:
@@ -79,6 +88,9 @@ class ModelConfig:
             raise ValueError("rnn_layers and rnn_units must be positive")
         if self.lookahead and self.bidirectional:
             raise ValueError("lookahead convolution is for unidirectional (streaming) models")
+        rates = (self.dropout, self.layer_dropout("fc"), *self.rnn_dropout)
+        if not all(0 <= rate < 1 for rate in rates):
+            raise ValueError(f"dropout rates must be in [0, 1), got {', '.join(map(str, rates))}")
 
 
 def output_lengths(lengths, config: ModelConfig):
@@ -367,7 +379,10 @@ class DeepSpeech2(keras.Model):
                                     name=f"rnn_{i + 1}") for i in range(cfg.rnn_layers)]
         self.lookahead = Lookahead(cfg.lookahead, name="lookahead") if cfg.lookahead else None
         self.fc = layers.Dense(cfg.fc_units, name="fc")
-        self.dropout = layers.Dropout(cfg.dropout)
+        # one seed generator for every dropout (what one Keras Dropout layer made before per-layer rates:
+        # the same checkpoint variable); none when no layer drops out
+        rates = [cfg.layer_dropout("rnn", i) for i in range(cfg.rnn_layers)] + [cfg.layer_dropout("fc")]
+        self.seed_generator = keras.random.SeedGenerator(name="seed_generator") if any(rates) else None
         self.logits = layers.Dense(cfg.num_classes, dtype="float32", name="logits")
 
     def call(self, inputs, training=False):
@@ -383,16 +398,23 @@ class DeepSpeech2(keras.Model):
         if self.model_config.conv_type == "2d":  # [B, T, F, C] -> [B, T, F*C]
             shape = ops.shape(x)
             x = ops.reshape(x, (shape[0], shape[1], x.shape[2] * x.shape[3]))
-        for rnn in self.rnns:
-            x = self.dropout(rnn(x, lengths, training=training), training=training)
+        for i, rnn in enumerate(self.rnns):
+            x = self._dropout(rnn(x, lengths, training=training), self.model_config.layer_dropout("rnn", i),
+                              training)
         if self.lookahead is not None:
             x = self.lookahead(x)
         return self.head(x, training), lengths
 
     def head(self, x, training=False):
         """Per-frame output layers: (lookahead output) -> logits."""
-        x = self.dropout(clipped_relu(self.fc(x), self.model_config.relu_clip), training=training)
+        x = self._dropout(clipped_relu(self.fc(x), self.model_config.relu_clip),
+                          self.model_config.layer_dropout("fc"), training)
         return self.logits(x)
+
+    def _dropout(self, x, rate: float, training):
+        if not training or not rate:
+            return x
+        return keras.random.dropout(x, rate, seed=self.seed_generator)
 
     def build_for(self, batch=1, steps=64):
         """Create all weights by running a dummy batch."""

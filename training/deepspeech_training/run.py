@@ -20,7 +20,8 @@ from .features import AudioError, FeatureConfig, load_audio, spectrogram  # noqa
 from .decoding import Decoder  # noqa: E402
 from .export import export_model  # noqa: E402
 from .flags import (FLAGS, checkpoint_dirs, decoder_config, define_flags, export_config,  # noqa: E402
-                    feature_config, model_config, output_alphabet, precision_policy, train_config)
+                    feature_config, log_inapplicable_flags, model_config, output_alphabet, precision_policy,
+                    train_config)
 from .model import DeepSpeech2, ModelConfig  # noqa: E402
 from .train import Trainer  # noqa: E402
 from ds_ctcdecoder.alphabet import Alphabet, AlphabetError, UTF8Alphabet  # noqa: E402
@@ -31,6 +32,23 @@ USER_ERRORS = (DataError, AudioError, AlphabetError, CheckpointError, ValueError
 
 def files(value: str) -> list[str]:
     return [p for p in (s.strip() for s in value.split(",")) if p]
+
+
+def setup_runtime() -> None:
+    """What an entry point does before any TensorFlow operation: logging, Mozilla's thread-pool and
+    placement-logging flags, the log line for each Mozilla flag that cannot apply, GPU memory growth."""
+    setup_logging(FLAGS.log_level)
+    if FLAGS.inter_op_parallelism_threads < 0 or FLAGS.intra_op_parallelism_threads < 0:
+        raise ValueError("--inter_op_parallelism_threads/--intra_op_parallelism_threads: 0 (TensorFlow's "
+                         "choice) or a positive number of threads")
+    if FLAGS.inter_op_parallelism_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_parallelism_threads)
+    if FLAGS.intra_op_parallelism_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_parallelism_threads)
+    if FLAGS.log_placement:
+        tf.debugging.set_log_device_placement(True)
+    log_inapplicable_flags()
+    configure_gpus(FLAGS.use_allow_growth, precision_policy())  # before the GPUs initialize
 
 
 def _description(features: FeatureConfig, model_cfg: ModelConfig, alphabet: Alphabet) -> dict:
@@ -67,8 +85,9 @@ def _train(strategy, alphabet, features, load_dir, save_dir):
                  fail_fast=not FLAGS.skip_bad_samples, progress=FLAGS.show_progressbar)
     train = load_samples(files(FLAGS.train_files), limit=FLAGS.limit_train, **check)
     dev = {f: load_samples([f], limit=FLAGS.limit_dev, **check) for f in files(FLAGS.dev_files)}
+    metrics = {f: load_samples([f], limit=FLAGS.limit_dev, **check) for f in files(FLAGS.metrics_files)}
     trainer.prepare(train)
-    outcome = trainer.fit(train, dev)
+    outcome = trainer.fit(train, dev, metrics)
     log.info("Training finished: %s", outcome)
     return outcome
 
@@ -83,7 +102,8 @@ def _test(strategy, load_dir):
     for path in files(FLAGS.test_files):
         samples = load_samples([path], limit=FLAGS.limit_test, **check)
         report = ev.evaluate(model, strategy, samples, os.path.basename(path), alphabet, features,
-                             FLAGS.test_batch_size, FLAGS.show_progressbar, decoder=decoder)
+                             FLAGS.test_batch_size, FLAGS.show_progressbar, decoder=decoder,
+                             reverse=FLAGS.reverse_test)
         ev.log_report(report, FLAGS.report_count)
         reports.append(report)
     if FLAGS.test_output_file:
@@ -112,7 +132,7 @@ def main(argv):
     try:
         if not (FLAGS.train_files or FLAGS.test_files or FLAGS.export_dir or FLAGS.one_shot_infer):
             raise ValueError("nothing to do: give --train_files, --test_files, --export_dir or --one_shot_infer")
-        configure_gpus(FLAGS.use_allow_growth, precision_policy())  # before the GPUs initialize
+        setup_runtime()
         strategy = make_strategy(FLAGS.cpu_devices)  # first: a multi-worker strategy must precede other TF work
         keras.utils.set_random_seed(FLAGS.random_seed)
         export = export_config() if FLAGS.export_dir else None
@@ -142,6 +162,32 @@ def main(argv):
     return 0
 
 
+def evaluate_main(argv):
+    """Mozilla's evaluate.py: test the checkpoint (--load_evaluate of --checkpoint_dir or
+    --load_checkpoint_dir) on --test_files, as ``DeepSpeech.py --test_files`` without training."""
+    del argv
+    setup_logging(FLAGS.log_level)
+    try:
+        if not FLAGS.test_files:
+            raise ValueError("give the sets to evaluate on with --test_files")
+        if FLAGS.train_files or FLAGS.export_dir or FLAGS.one_shot_infer:
+            log.info("evaluate.py only tests: --train_files, --export_dir and --one_shot_infer are for "
+                     "DeepSpeech.py")
+        setup_runtime()
+        strategy = make_strategy(FLAGS.cpu_devices)
+        keras.utils.set_random_seed(FLAGS.random_seed)
+        _test(strategy, checkpoint_dirs()[0])
+    except USER_ERRORS as err:
+        log.error("%s", err)
+        return 1
+    return 0
+
+
 def run_script():
     define_flags()
     app.run(lambda argv: sys.exit(main(argv)))
+
+
+def run_evaluate_script():
+    define_flags()
+    app.run(lambda argv: sys.exit(evaluate_main(argv)))

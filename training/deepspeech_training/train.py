@@ -63,6 +63,8 @@ class TrainConfig:
     cache_for_epochs: int = 0  # a fresh feature cache every N epochs (0 = never)
     drop_source_layers: int = 0  # a new run from another checkpoint dir re-initializes the last N layers
     freeze_source_layers: int = 0  # with loaded weights, train only the last N layers (0 = all)
+    reverse_train: bool = False  # Mozilla's --reverse_train: the sorted (SortaGrad) epoch longest first
+    reverse_dev: bool = False  # Mozilla's --reverse_dev: dev and metrics sets longest first
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -259,8 +261,12 @@ class Trainer:
         else:
             log.info("Resuming at epoch %d, batch %d", epoch + 1, int(self.counters.batch_in_epoch.numpy()))
 
-    def fit(self, train: list[Sample], dev: dict[str, list[Sample]]) -> str:
-        """Run the remaining epochs -> 'done', 'early stop' or the name of the stopping signal."""
+    def fit(self, train: list[Sample], dev: dict[str, list[Sample]],
+            metrics: dict[str, list[Sample]] | None = None) -> str:
+        """Run the remaining epochs -> 'done', 'early stop' or the name of the stopping signal.
+
+        ``dev`` sets are validated after every epoch (best checkpoint, early stop, plateaus);
+        ``metrics`` sets (Mozilla's --metrics_files) only have their CTC loss logged after that."""
         cfg, replicas = self.cfg, self.strategy.num_replicas_in_sync
         global_batch = cfg.batch_size * replicas
         log.info("Global batch: %d (%d per device x %d devices%s)", global_batch, cfg.batch_size, replicas,
@@ -276,13 +282,15 @@ class Trainer:
                 if stop.requested:
                     return stop.name
                 outcome = self._end_epoch(epoch, train_loss, dev, eval_step, writers)
+                self._log_metrics(epoch, metrics or {}, eval_step, writers)
                 if outcome:
                     return outcome
         return "done"
 
     def _run_epoch(self, step, train, epoch, global_batch, stop, writers) -> float:
         cfg = self.cfg
-        order = batch_order(train, global_batch, epoch, cfg.sortagrad, cfg.random_seed, drop_remainder=True)
+        order = batch_order(train, global_batch, epoch, cfg.sortagrad, cfg.random_seed, drop_remainder=True,
+                            reverse=cfg.reverse_train)
         n_batches = len(order) // global_batch
         if n_batches == 0:
             raise ValueError(f"{len(train)} training samples are fewer than one batch of {global_batch}")
@@ -360,7 +368,7 @@ class Trainer:
         if dev:
             reports = [ev.evaluate(self.model, self.strategy, samples, name, self.alphabet,
                                    self.features, cfg.dev_batch_size, cfg.show_progressbar and self.chief,
-                                   eval_step)
+                                   eval_step, reverse=cfg.reverse_dev)
                        for name, samples in dev.items()]
             weights = [len(samples) for samples in dev.values()]  # the same on every host
             dev_loss = float(np.average([r.loss for r in reports], weights=weights))
@@ -382,6 +390,18 @@ class Trainer:
             plot_training_curves(self.counters.history.numpy(), self.store.save_dir)
         return outcome
 
+    def _log_metrics(self, epoch: int, metrics: dict[str, list[Sample]], eval_step, writers) -> None:
+        """Mozilla's --metrics_files: the CTC loss of each set, logged in Mozilla's words; it does not
+        count for the best checkpoint, early stops or plateaus."""
+        for name, samples in metrics.items():
+            log.info("Metrics for epoch %d on %s...", epoch + 1, name)
+            loss = ev.mean_loss(self.model, self.strategy, samples, name, self.features,
+                                self.cfg.dev_batch_size, self.cfg.show_progressbar and self.chief, eval_step,
+                                reverse=self.cfg.reverse_dev)
+            log.info("Metrics for epoch %d on %s - loss: %f", epoch + 1, name, loss)
+            with writers["metrics"].as_default(step=epoch + 1):
+                tf.summary.scalar(f"loss/{name}", loss)
+
     def _track_best(self, dev_loss: float) -> str | None:
         cfg, c = self.cfg, self.counters
         if dev_loss < float(c.best_dev_loss.numpy()) - cfg.es_min_delta:
@@ -389,7 +409,7 @@ class Trainer:
             c.epochs_since_best.assign(0)
             path = self._save("best")
             if path:
-                log.info("Saved new best validating model with loss %.3f to %s", dev_loss, path)
+                log.info("Saved new best validating model with loss %f to: %s", dev_loss, path)  # Mozilla's words
             return None
         c.epochs_since_best.assign_add(1)
         waited = int(c.epochs_since_best.numpy())
@@ -415,5 +435,6 @@ class Trainer:
 
     def _summary_writers(self) -> dict:
         if not self.cfg.summary_dir or not self.chief:
-            return {k: tf.summary.create_noop_writer() for k in ("train", "dev")}
-        return {k: tf.summary.create_file_writer(f"{self.cfg.summary_dir}/{k}") for k in ("train", "dev")}
+            return {k: tf.summary.create_noop_writer() for k in ("train", "dev", "metrics")}
+        return {k: tf.summary.create_file_writer(f"{self.cfg.summary_dir}/{k}")
+                for k in ("train", "dev", "metrics")}
