@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Decoder benchmark: ds_ctcdecoder vs pyctcdecode, same outputs, same KenLM, same alpha/beta, one core.
-# Ours runs three ways: defaults, the paper's pruning (cutoff_prob 0.99, cutoff_top_n 40) and a
-# wider beam threshold (25); pyctcdecode with its defaults.
+# Ours runs two ways: Mozilla's defaults and the paper's pruning (cutoff_prob 0.99, cutoff_top_n 40);
+# pyctcdecode with its defaults.
 #   bench/ctc_decode.sh [CHECKPOINT_DIR] [DATA_DIR] [SCORER]      (defaults: what `make demo` leaves)
 # Outputs of the final checkpoint ("clean") and of the first epoch's ("noisy", NOISY_CHECKPOINT) over
 # the held-out test set are dumped once; each decoder then runs at every beam width in BEAMS, pinned

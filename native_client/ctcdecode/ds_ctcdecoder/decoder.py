@@ -100,13 +100,16 @@ def ctc_beam_search_decoder_batch(probs_seq, seq_lengths, alphabet: Alphabet, be
         return list(pool.map(one, items))
 
 
+_WARNED: set[tuple[str, str]] = set()
+
+
 def _usable_hot_words(scorer: Scorer | None, hot_words: dict) -> dict[str, float]:
-    """Mozilla accepts any hot word; one the scorer cannot spell can never be boosted (warned)."""
+    """Mozilla accepts any hot word; one the scorer cannot spell can never be boosted (warned once)."""
     if not hot_words or scorer is None:
         return {}
-    vocabulary = set(scorer.vocabulary)
     for word in hot_words:
-        if word not in vocabulary:
+        if (scorer.scorer_path, word) not in _WARNED and word not in scorer.vocabulary_set:
+            _WARNED.add((scorer.scorer_path, word))
             log.warning("Hot word %r is not in the scorer's vocabulary: it cannot be boosted", word)
     return {w: float(b) for w, b in hot_words.items()}
 

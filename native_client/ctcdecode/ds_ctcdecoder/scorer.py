@@ -35,6 +35,13 @@ class Scorer:
         self.alpha = self.package.alpha if alpha is None else float(alpha)
         self.beta = self.package.beta if beta is None else float(beta)
         self._native: NativeScorer | None = None
+        self._vocabulary_set: frozenset | None = None
+
+    @property
+    def vocabulary_set(self) -> frozenset:
+        if self._vocabulary_set is None:
+            self._vocabulary_set = frozenset(self.vocabulary)
+        return self._vocabulary_set
 
     @property
     def scorer_path(self) -> str:
