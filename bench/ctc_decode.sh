@@ -29,14 +29,7 @@ if [ ! -f "$BENCH_VENV/.installed" ]; then
   touch "$BENCH_VENV/.installed"
 fi
 
-for set in clean noisy; do
-  if [ ! -f "$work/$set.npz" ]; then
-    extra=()
-    [ "$set" = noisy ] && extra=(--dump_checkpoint "$NOISY_CHECKPOINT")
-    "$PY" bench/dump_logits.py --checkpoint_dir "$checkpoints" --alphabet_config_path "$data/alphabet.txt" \
-      --test_files "$data/test.csv" --test_batch_size 32 --dump_to "$work/$set.npz" "${extra[@]}"
-  fi
-done
+PY="$PY" bench/dump_demo_outputs.sh "$checkpoints" "$data" "$NOISY_CHECKPOINT"
 "$PY" bench/ctc_decode.py vocab --scorer "$scorer" --out "$work/unigrams.txt"
 
 common=(--scorer "$scorer" --alpha "$ALPHA" --beta "$BETA" --beams "$BEAMS" --out "$rows")

@@ -25,14 +25,7 @@ work=.cache/bench
 rows=bench/results/decoder_parity.jsonl
 mkdir -p "$work" bench/results
 
-for set in clean noisy; do
-  if [ ! -f "$work/$set.npz" ]; then
-    extra=()
-    [ "$set" = noisy ] && extra=(--dump_checkpoint "$NOISY_CHECKPOINT")
-    "$PY" bench/dump_logits.py --checkpoint_dir "$checkpoints" --alphabet_config_path "$data/alphabet.txt" \
-      --test_files "$data/test.csv" --test_batch_size 32 --dump_to "$work/$set.npz" "${extra[@]}"
-  fi
-done
+PY="$PY" bench/dump_demo_outputs.sh "$checkpoints" "$data" "$NOISY_CHECKPOINT"
 
 status=0
 for set in clean noisy; do
