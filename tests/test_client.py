@@ -327,7 +327,7 @@ def test_scorer_errors_name_the_problem(fake_model, scorer_path, tmp_path):
 def test_incompatible_models_are_refused(fake_model, change, code, message):
     with pytest.raises(DeepSpeechError, match=message) as err:
         deepspeech.Model(fake_model(**change))
-    assert err.value.code == code and str(err.value).startswith(f"CreateModel failed with '")
+    assert err.value.code == code and str(err.value).startswith("CreateModel failed with '")
     assert isinstance(err.value, RuntimeError)
 
 

@@ -3,7 +3,6 @@ import math
 import re
 import sys
 
-import numpy as np
 import pytest
 from conftest import ROOT, TINY_FLAGS, run_trainer
 
