@@ -72,7 +72,6 @@ struct Scorer {
   std::unique_ptr<lm::base::Model> lm;
   Lexicon lexicon;
   Mode mode = kWords;
-  int space = -1;
   std::vector<std::string> labels;  // the text of every label (a byte in bytes mode)
   size_t order = 0;
 
@@ -423,7 +422,6 @@ void* ds2_scorer_new(const char* lm_path, int mode, int space, int alphabet_size
     scorer->lm.reset(lm::ngram::LoadVirtual(lm_path, config));
     scorer->order = scorer->lm->Order();
     scorer->mode = static_cast<Mode>(mode);
-    scorer->space = space;
     for (int i = 0; i < alphabet_size; ++i) {
       scorer->labels.push_back(mode == kBytes ? std::string(1, static_cast<char>(i + 1)) : std::string(labels[i]));
     }
