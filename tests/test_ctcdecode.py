@@ -406,3 +406,13 @@ def test_reads_mozilla_bytes_mode_scorer_files(bytes_scorer, tmp_path):
     assert ctc_beam_search_decoder(byte_probs("地上霜", 2), BYTES, 16, scorer=scorer)[0].transcript == "地上霜"
     with pytest.raises(ScorerError, match="word scorer cannot decode a bytes-output"):
         Scorer(None, None, str(package(tmp_path, build_lm(tmp_path, TEXT))), BYTES)
+
+
+def test_a_missing_decoder_library_is_one_clear_oserror(monkeypatch, tmp_path):
+    """Entry points report OSErrors in one line (the client) or list this one (the trainer)."""
+    from ds_ctcdecoder import native
+
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setenv("DS_CTCDECODE_LIBRARY", str(tmp_path / "nope.so"))
+    with pytest.raises(OSError, match=r"nope.so is missing: build the decoder with `make install`"):
+        ctc_beam_search_decoder(probs_for("the cat"), ALPHABET, 8)

@@ -25,9 +25,11 @@ from .flags import (FLAGS, checkpoint_dirs, decoder_config, define_flags, export
 from .model import DeepSpeech2, ModelConfig  # noqa: E402
 from .train import Trainer  # noqa: E402
 from ds_ctcdecoder.alphabet import Alphabet, AlphabetError, UTF8Alphabet  # noqa: E402
+from ds_ctcdecoder.native import NativeLibraryError  # noqa: E402
 from .util.log import log, setup_logging  # noqa: E402
 
-USER_ERRORS = (DataError, AudioError, AlphabetError, CheckpointError, ValueError, FileNotFoundError)
+USER_ERRORS = (DataError, AudioError, AlphabetError, CheckpointError, ValueError, FileNotFoundError,
+               NativeLibraryError)
 
 
 def files(value: str) -> list[str]:

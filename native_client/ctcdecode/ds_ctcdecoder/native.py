@@ -32,8 +32,8 @@ _SIGNATURES = {
 _lib = None
 
 
-class NativeLibraryError(RuntimeError):
-    pass
+class NativeLibraryError(OSError):
+    """The decoder library is missing or does not load (an OSError, as ctypes raises for a bad one)."""
 
 
 def library():
