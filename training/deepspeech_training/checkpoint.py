@@ -12,7 +12,8 @@ import os
 
 import tensorflow as tf
 
-from .transfer import OUTPUT_LAYER, check_output_layer, geometry_differences, layer_of
+from .mozilla import checkpoint as release
+from .transfer import check_output_layer, geometry_differences, layer_of
 from .util.log import log
 
 DESCRIPTION = "model.json"
@@ -55,7 +56,7 @@ class CheckpointStore:
     def __init__(self, model, optimizer, counters: dict, load_dir: str, save_dir: str,
                  max_to_keep: int = 5, description: dict | None = None):
         """``description``: this model's model.json, to say how a checkpoint that does not fit differs."""
-        self.model, self.load_dir, self.save_dir = model, load_dir, save_dir
+        self.model, self.optimizer, self.load_dir, self.save_dir = model, optimizer, load_dir, save_dir
         self.description = description
         objects = {f"model/{_key(v)}": v for v in model.variables}
         if optimizer is not None:
@@ -94,8 +95,9 @@ class CheckpointStore:
         """Fail naming the first kept layer variable whose shape differs from the checkpoint's, with the
         geometry fields that differ by the model.json beside it, or why its output layer cannot be kept."""
         source = read_description(os.path.dirname(path))
+        output_layer = self.model.layers_from_output()[0].name
         if self.description:
-            reason = check_output_layer(source, self.description["alphabet"], list(dropped))
+            reason = check_output_layer(source, self.description["alphabet"], list(dropped), output_layer)
             if reason:
                 raise CheckpointError(f"{path}: {reason}" + ("" if new_run else (
                     " in a new run (--load_checkpoint_dir with its directory, --save_checkpoint_dir "
@@ -113,7 +115,7 @@ class CheckpointStore:
             shape = list(stored[_stored_key(key)])
             if shape != list(v.shape):
                 hint = (" (the output layer: another alphabet needs --drop_source_layers 1)"
-                        if layer_of(key) == OUTPUT_LAYER and not differences else "")
+                        if layer_of(key) == output_layer and not differences else "")
                 raise CheckpointError(
                     f"{path}: layer variable {key} has shape {shape} in the checkpoint but "
                     f"{list(v.shape)} in this model{hint}: the checkpoint was made with another "
@@ -156,6 +158,12 @@ class CheckpointStore:
     def read_weights(self, path: str, dropped: tuple[str, ...] = ()) -> None:
         """Assign the model's variables from ``path``, all but the layers in ``dropped``, which keep their
         fresh values. Every value is read before any is assigned, so a failure changes nothing."""
+        if release.is_release_checkpoint(path):
+            self._check_release_alphabet(path, dropped)
+            release.import_release(path, self.model, None, dropped)
+            log.info("Loaded checkpoint %s: the weights%s, not the optimizer state", path,
+                     f" except {', '.join(dropped)}'s" if dropped else "")
+            return
         self.check_shapes(path, dropped, new_run=True)
         reader = tf.train.load_checkpoint(path)
         values = [(v, reader.get_tensor(_stored_key(_key(v)))) for v in self.model.variables
@@ -169,7 +177,27 @@ class CheckpointStore:
         log.info("Loaded checkpoint %s: the weights%s, not the optimizer state", path,
                  f" except {', '.join(dropped)}'s" if dropped else "")
 
+    def _check_release_alphabet(self, path: str, dropped: tuple[str, ...]) -> None:
+        """A release checkpoint's output layer fits this alphabet only if it has as many classes (its
+        labels are unknown unless alphabet.txt lies beside it)."""
+        labels = None
+        alphabet_file = release.release_alphabet_file(path)
+        if alphabet_file:
+            from ds_ctcdecoder.alphabet import Alphabet
+
+            labels = Alphabet.from_file(alphabet_file).labels
+        output_layer = self.model.layers_from_output()[0].name
+        if self.description and labels is not None:
+            reason = check_output_layer({"alphabet": labels}, self.description["alphabet"], list(dropped),
+                                        output_layer)
+            if reason:
+                raise CheckpointError(f"{path}: {reason}")
+
     def _read(self, path: str, with_optimizer: bool) -> str:
+        if release.is_release_checkpoint(path):
+            self._check_release_alphabet(path, ())
+            release.import_release(path, self.model, self.optimizer if with_optimizer else None)
+            return path
         self.check_shapes(path)
         status = self.checkpoint.read(path)
         for v in self.model.variables:

@@ -137,7 +137,7 @@ def choose_recurrent_kernels(model, requested: str = "auto", on_gpu: bool = Fals
     timing of one layer alone favoured the fused loop and misled an earlier version of this choice).
     """
     groups: dict[tuple, list] = {}
-    for layer in model.rnns:
+    for layer in getattr(model, "rnns", ()):  # Deep Speech 2's RecurrentLayers
         key = (layer.rnn_type, layer.bidirectional, layer.units, int(layer.input_kernel.shape[0]))
         groups.setdefault(key, []).append(layer)
     lines = []

@@ -4,13 +4,17 @@ From the model restored from a checkpoint, ``export_model`` writes into ``--expo
 
 - ``output_graph.pb``, always: the model function frozen into a GraphDef (inputs and outputs named as
   in the contract), with the metadata JSON as the string Const ``metadata`` and Mozilla's
-  ``metadata_*`` Consts;
+  ``metadata_*`` Consts (``metadata_alphabet`` in Mozilla's binary encoding);
 - ``output_graph.pbmm`` (``--export_pbmm``): the same graph with memory-mapped weights
   (``deepspeech.pbmm.convert``);
 - ``output_graph.tflite`` (``--export_tflite``, ``--export_zip``): see ``export_tflite.py``;
 - ``saved_model/`` (``--export_savedmodel``): signature ``serving_default``, ``assets/metadata.json``;
 - ``<author>_<model_name>_<version>.md``: Mozilla's model card;
 - ``<export_dir>.zip`` (``--export_zip``): the TFLite model, the scorer and the model card.
+
+A Mozilla-family model (``mozilla/``) is exported in Mozilla 0.9's own interface instead
+(``mozilla/export.py``): .pb, TensorFlow's .pbmm and .tflite that Mozilla's runtime loads; the model
+card and the zip are the same.
 
 Every file is written under a temporary name and renamed into place.
 """
@@ -122,6 +126,13 @@ def _const(name: str, value, dtype):
     return node
 
 
+def _serialized_alphabet(metadata: dict) -> bytes:
+    """Mozilla's binary Alphabet::Serialize encoding, what its runtime reads from ``metadata_alphabet``."""
+    from ds_ctcdecoder.alphabet import Alphabet, UTF8Alphabet
+
+    return (UTF8Alphabet() if metadata.get("utf8") else Alphabet.from_labels(metadata["alphabet"])).Serialize()
+
+
 def metadata_nodes(metadata: dict) -> list:
     """The string Const ``metadata`` (the JSON) and Mozilla's ``metadata_*`` Consts."""
     features = metadata["features"]
@@ -130,7 +141,7 @@ def metadata_nodes(metadata: dict) -> list:
             "metadata_feature_win_step": features["win_step_ms"],
             "metadata_beam_width": metadata["beam_width"]}
     nodes = [_const("metadata", json.dumps(metadata), tf.string),
-             _const("metadata_alphabet", [json.dumps(metadata["alphabet"])], tf.string)]
+             _const("metadata_alphabet", [_serialized_alphabet(metadata)], tf.string)]
     nodes += [_const(name, [value], tf.int32) for name, value in ints.items()]
     if metadata.get("language"):
         nodes.append(_const("metadata_language", [metadata["language"]], tf.string))
@@ -259,6 +270,11 @@ def export_model(model, features: FeatureConfig, alphabet_labels: list[str], con
     if config.remove_existing and os.path.isdir(config.export_dir):
         shutil.rmtree(config.export_dir)
     os.makedirs(config.export_dir, exist_ok=True)
+    if getattr(model.model_config, "family", "deepspeech2") == "mozilla":
+        from .mozilla.export import write_files
+
+        written = write_files(model, features, alphabet_labels, config, utf8, write_atomic)
+        return _finish(config, written, "tflite" if config.wants_tflite else "tensorflow")
     fn = model_function(model, config.n_steps)
     metadata = build_metadata(fn, features, model, alphabet_labels, config, utf8)
     frozen, graph_def = freeze(fn.function, metadata)
@@ -279,8 +295,13 @@ def export_model(model, features: FeatureConfig, alphabet_labels: list[str], con
         path = os.path.join(config.export_dir, SAVED_MODEL_DIR)
         write_savedmodel(fn.function, model, metadata, path)
         written.append(path)
+    return _finish(config, written, "tflite" if config.wants_tflite else "tensorflow")
+
+
+def _finish(config: ExportConfig, written: list[str], runtime: str) -> list[str]:
+    """The model card and the zip after the model files; log what was written."""
     card = os.path.join(config.export_dir, config.card.file_name())
-    write_atomic(card, model_card_text(config.card, "tflite" if config.wants_tflite else "tensorflow").encode())
+    write_atomic(card, model_card_text(config.card, runtime).encode())
     written.append(card)
     if config.zip:
         written.append(_zip(config, card))

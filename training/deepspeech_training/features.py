@@ -1,4 +1,5 @@
-"""Audio loading and the model's input features (log power spectrogram, the paper's input).
+"""Audio loading and the model's input features: the log power spectrogram (Deep Speech 2, the paper's
+input) or Mozilla DeepSpeech 0.9's 26 MFCC (its model family, ``kind="mfcc"``).
 
 The feature parameters live in ``FeatureConfig``, which is saved with every checkpoint and export so
 that evaluation and inference compute exactly what training did.
@@ -18,19 +19,29 @@ import tensorflow as tf
 from deepspeech.audio import AudioError, audio_info, load_audio, resample  # noqa: F401 (one implementation)
 from deepspeech.features import Framing
 
+KINDS = ("log_spectrogram", "mfcc")
+# Mozilla DeepSpeech 0.9's MFCC (its util/feeding.py; TensorFlow's Mfcc op defaults below 8 kHz)
+MFCC_COEFFICIENTS, MFCC_UPPER_HZ, MFCC_LOWER_HZ, MFCC_CHANNELS = 26, 8000.0, 20.0, 40
+
 
 @dataclass(frozen=True)
 class FeatureConfig(Framing):
     """Framing (sample rate, window and step, shared with the client) plus what training records."""
 
-    kind: str = "log_spectrogram"
-    normalization: str = "per_bin_training_set"  # mean/std per bin, measured on training data
+    kind: str = "log_spectrogram"  # or "mfcc": Mozilla's AudioSpectrogram + Mfcc (26 coefficients)
+    normalization: str = "per_bin_training_set"  # mean/std per bin, measured on training data; or "none"
 
     def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown feature kind {self.kind!r} ({', '.join(KINDS)})")
         for name in ("win_len_ms", "win_step_ms"):
             if (getattr(self, name) * self.sample_rate) % 1000:
                 raise ValueError(f"--feature_{name[:-3]} of {getattr(self, name)} ms is not a whole "
                                  f"number of samples at {self.sample_rate} Hz")
+
+    @property
+    def n_features(self) -> int:
+        return MFCC_COEFFICIENTS if self.kind == "mfcc" else super().n_features
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for a clip of ``num_samples`` samples (at least one)."""
@@ -41,13 +52,28 @@ class FeatureConfig(Framing):
 
 
 def spectrogram(audio: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
-    """float32 waveform [N] in [-1, 1] -> log power spectrogram [T, F] (Hann window, F = len/2+1)."""
+    """float32 waveform [N] in [-1, 1] -> the model's features [T, F]: the log power spectrogram
+    (Hann window, F = len/2+1), or with ``kind="mfcc"`` Mozilla's MFCC [T, 26]."""
     short = config.frame_length - tf.shape(audio)[0]
     audio = tf.pad(audio, [[0, tf.maximum(short, 0)]])  # a clip shorter than one window: one frame
+    if config.kind == "mfcc":
+        return mfcc(audio, config)
     stft = tf.signal.stft(audio, config.frame_length, config.frame_step,
                           fft_length=config.frame_length, pad_end=False)
     power = tf.math.real(stft) ** 2 + tf.math.imag(stft) ** 2
     return tf.math.log(power + 1e-10)
+
+
+def mfcc(audio: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
+    """Mozilla's audio_to_features: TensorFlow's AudioSpectrogram (periodic Hann, |FFT|^2, no padding)
+    and Mfcc (40 mel channels from 20 Hz to 8 kHz, 26 coefficients) -> [T, 26]; no normalization."""
+    power = tf.raw_ops.AudioSpectrogram(input=audio[:, None], window_size=config.frame_length,
+                                        stride=config.frame_step, magnitude_squared=True)
+    coefficients = tf.raw_ops.Mfcc(spectrogram=power, sample_rate=config.sample_rate,
+                                   upper_frequency_limit=MFCC_UPPER_HZ, lower_frequency_limit=MFCC_LOWER_HZ,
+                                   filterbank_channel_count=MFCC_CHANNELS,
+                                   dct_coefficient_count=MFCC_COEFFICIENTS)
+    return tf.reshape(coefficients, [-1, MFCC_COEFFICIENTS])
 
 
 def is_native_wav(info, sample_rate: int) -> bool:

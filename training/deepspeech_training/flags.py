@@ -49,6 +49,11 @@ def define_flags() -> None:
     f.DEFINE_integer("feature_win_len", 20, "spectrogram window length in milliseconds (the paper's 20 ms)")
     f.DEFINE_integer("feature_win_step", 10, "spectrogram window step in milliseconds")
     # Geometry
+    f.DEFINE_enum("model_family", "deepspeech2", ["deepspeech2", "mozilla"], "the model of a new run: Deep "
+                  "Speech 2 (convolutions, recurrent layers with BatchNorm, log spectrogram), or Mozilla "
+                  "DeepSpeech 0.9's (26 MFCC with 9 frames of context, 3 dense layers, one LSTM of --n_hidden "
+                  "units, 2 dense layers; exports that Mozilla's libdeepspeech runs). A checkpoint to load "
+                  "decides for itself (Mozilla/Coqui release checkpoints are recognized)")
     f.DEFINE_integer("n_hidden", 256, "units of each recurrent layer (per direction) and of the fully "
                      "connected layer")
     f.DEFINE_enum("conv_type", "1d", ["1d", "2d"], "convolutions over time x frequency (2d) or time (1d)")
@@ -349,6 +354,21 @@ def model_config(n_features: int, num_classes: int) -> ModelConfig:
     return cfg
 
 
+def mozilla_model_config(num_classes: int, n_hidden: int | None = None):
+    """Mozilla's geometry: ``n_hidden`` (a checkpoint's) or --n_hidden; --dropout_rate/2/3/6 after its
+    layers 1, 2, 3 and 5, as Mozilla."""
+    from .mozilla.model import MozillaConfig
+
+    def rate(value: float) -> float:
+        return FLAGS.dropout_rate if value < 0 else value
+
+    cfg = MozillaConfig(n_hidden=n_hidden or FLAGS.n_hidden, num_classes=num_classes,
+                        dropout=(FLAGS.dropout_rate, rate(FLAGS.dropout_rate2), rate(FLAGS.dropout_rate3),
+                                 rate(FLAGS.dropout_rate6)), relu_clip=FLAGS.relu_clip)
+    cfg.validate()
+    return cfg
+
+
 def output_alphabet(description: dict | None = None, where: str = "") -> Alphabet:
     """The model's output labels, the one place they are decided: UTF-8 bytes (--bytes_output_mode, or
     a checkpoint whose model.json ``description`` records bytes mode), else --alphabet_config_path,
@@ -360,10 +380,30 @@ def output_alphabet(description: dict | None = None, where: str = "") -> Alphabe
                             f"{len(description['alphabet'])} labels, not with --bytes_output_mode")
     if FLAGS.bytes_output_mode:
         return UTF8Alphabet()
+    if description is not None and description.get("release_checkpoint"):
+        return _release_alphabet(description)
     alphabet = Alphabet.from_file(FLAGS.alphabet_config_path)
     if description is not None and description["alphabet"] != alphabet.labels:
         raise AlphabetError(f"{FLAGS.alphabet_config_path} differs from the alphabet the checkpoint in "
                             f"{where} was trained with")
+    return alphabet
+
+
+def _release_alphabet(description: dict) -> Alphabet:
+    """A Mozilla/Coqui release checkpoint's alphabet: alphabet.txt beside it (Coqui's releases), which an
+    explicit --alphabet_config_path must equal, else --alphabet_config_path, which must fit its output."""
+    path, classes = description["release_checkpoint"], description["model"]["num_classes"]
+    if description.get("alphabet") is not None:
+        alphabet = Alphabet.from_labels(description["alphabet"])
+        if FLAGS["alphabet_config_path"].present and \
+                Alphabet.from_file(FLAGS.alphabet_config_path).labels != alphabet.labels:
+            raise AlphabetError(f"{FLAGS.alphabet_config_path} differs from alphabet.txt beside {path}")
+        return alphabet
+    alphabet = Alphabet.from_file(FLAGS.alphabet_config_path)
+    if len(alphabet) + 1 != classes:
+        raise AlphabetError(f"{path}: its output layer has {classes} classes, {FLAGS.alphabet_config_path} has "
+                            f"{len(alphabet)} labels (+ blank = {len(alphabet) + 1}): give the alphabet it was "
+                            f"trained with")
     return alphabet
 
 

@@ -51,6 +51,7 @@ class ModelConfig:
     rnn_dropout: tuple[float, ...] = ()  # per recurrent layer from the first; layers beyond: ``dropout``
     fc_dropout: float | None = None  # after the fully connected layer (None: ``dropout``)
     relu_clip: float = 20.0
+    family: str = "deepspeech2"
 
     @property
     def time_stride(self) -> int:
@@ -415,6 +416,12 @@ class DeepSpeech2(keras.Model):
         if not training or not rate:
             return x
         return keras.random.dropout(x, rate, seed=self.seed_generator)
+
+    def layers_from_output(self) -> list:
+        """The weight layers, the output layer first: logits, fc, lookahead (if any), rnn_k .. rnn_1,
+        conv_k .. conv_1 (--drop_source_layers, --freeze_source_layers)."""
+        layers_ = [self.logits, self.fc] + ([self.lookahead] if self.lookahead is not None else [])
+        return layers_ + list(reversed(self.rnns)) + list(reversed(self.convs))
 
     def build_for(self, batch=1, steps=64):
         """Create all weights by running a dummy batch."""

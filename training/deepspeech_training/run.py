@@ -20,9 +20,9 @@ from .features import AudioError, FeatureConfig, load_audio, spectrogram  # noqa
 from .decoding import Decoder  # noqa: E402
 from .export import export_model  # noqa: E402
 from .flags import (FLAGS, checkpoint_dirs, decoder_config, define_flags, export_config,  # noqa: E402
-                    feature_config, log_inapplicable_flags, model_config, output_alphabet, precision_policy,
-                    train_config)
-from .model import DeepSpeech2, ModelConfig  # noqa: E402
+                    feature_config, log_inapplicable_flags, model_config, mozilla_model_config,
+                    output_alphabet, precision_policy, train_config)
+from . import families  # noqa: E402
 from .train import Trainer  # noqa: E402
 from ds_ctcdecoder.alphabet import Alphabet, AlphabetError, UTF8Alphabet  # noqa: E402
 from ds_ctcdecoder.native import NativeLibraryError  # noqa: E402
@@ -53,7 +53,7 @@ def setup_runtime() -> None:
     configure_gpus(FLAGS.use_allow_growth, precision_policy())  # before the GPUs initialize
 
 
-def _description(features: FeatureConfig, model_cfg: ModelConfig, alphabet: Alphabet) -> dict:
+def _description(features: FeatureConfig, model_cfg, alphabet: Alphabet) -> dict:
     import json
     return {"version": __version__, "features": features.to_dict(),
             "model": json.loads(model_cfg.to_json()), "alphabet": alphabet.labels,
@@ -62,24 +62,55 @@ def _description(features: FeatureConfig, model_cfg: ModelConfig, alphabet: Alph
 
 def load_for_inference(strategy, load_dir: str):
     """-> (model, features, alphabet) described by the checkpoint directory (geometry and bytes mode
-    from model.json, not from flags)."""
-    description = read_description(load_dir)
+    from model.json, or from a Mozilla/Coqui release checkpoint's tensors; not from flags)."""
+    description = families.describe_directory(load_dir, FLAGS.load_evaluate)
     if description is None:
-        raise CheckpointError(f"{load_dir!r} holds no model.json: not a checkpoint directory of this trainer")
+        raise CheckpointError(f"{load_dir!r} holds neither a model.json (a checkpoint directory of this "
+                              f"trainer) nor a Mozilla/Coqui release checkpoint")
     alphabet = output_alphabet(description, load_dir)
     features = FeatureConfig(**description["features"])
     with strategy.scope():
-        model = DeepSpeech2(ModelConfig.from_dict(description["model"]), name="deepspeech2").build_for()
+        model = families.build_model(families.config_from_dict(description["model"]))
     store = CheckpointStore(model, None, {}, load_dir=load_dir, save_dir="")
     if store.restore(FLAGS.load_evaluate, with_optimizer=False) is None:
         raise CheckpointError(f"no checkpoint to evaluate in {load_dir!r}")
     return model, features, alphabet
 
 
-def _train(strategy, alphabet, features, load_dir, save_dir):
+def _mozilla_source(load_dir: str, save_dir: str) -> dict | None:
+    """The description of the Mozilla-family checkpoint this run continues or starts from, if any."""
+    if FLAGS.load_train == "init":
+        return None
+    for directory in (save_dir, load_dir):
+        description = families.describe_directory(directory, FLAGS.load_train) if directory else None
+        if description is not None:
+            return description if description["model"].get("family") == families.MOZILLA else None
+    return None
+
+
+def _training_setup(load_dir: str, save_dir: str):
+    """-> (alphabet, features, model config) of a training run: the family and Mozilla's geometry come
+    from the checkpoint it continues or starts from, else from --model_family and the flags."""
+    source = _mozilla_source(load_dir, save_dir)
+    if source is None and FLAGS.model_family == families.DEEPSPEECH2:
+        alphabet, features = output_alphabet(), feature_config()
+        return alphabet, features, model_config(features.n_features, len(alphabet) + 1)
+    alphabet = output_alphabet()
+    if source is not None and source.get("release_checkpoint") and source.get("alphabet") is not None \
+            and not FLAGS["alphabet_config_path"].present and not FLAGS.bytes_output_mode:
+        alphabet = Alphabet.from_labels(source["alphabet"])  # Coqui's alphabet.txt beside the checkpoint
+    n_hidden = source["model"]["n_hidden"] if source else None
+    if n_hidden and FLAGS["n_hidden"].present and FLAGS.n_hidden != n_hidden:
+        log.info("--n_hidden %d: the checkpoint's layers have %d units, which this run keeps", FLAGS.n_hidden,
+                 n_hidden)
+    return alphabet, families.mozilla_features(FLAGS.audio_sample_rate), \
+        mozilla_model_config(len(alphabet) + 1, n_hidden)
+
+
+def _train(strategy, load_dir, save_dir):
     cfg = train_config()
     keras.mixed_precision.set_dtype_policy(cfg.precision)  # float32 unless --automatic_mixed_precision
-    model_cfg = model_config(features.n_features, len(alphabet) + 1)
+    alphabet, features, model_cfg = _training_setup(load_dir, save_dir)
     trainer = Trainer(strategy, model_cfg, features, alphabet, cfg, (load_dir, save_dir),
                       FLAGS.max_to_keep, _description(features, model_cfg, alphabet),
                       FLAGS.flags_into_string())
@@ -143,7 +174,7 @@ def main(argv):
         load_dir, save_dir = checkpoint_dirs()
         outcome = "done"
         if FLAGS.train_files:
-            outcome = _train(strategy, output_alphabet(), feature_config(), load_dir, save_dir)
+            outcome = _train(strategy, load_dir, save_dir)
             load_dir = save_dir  # test what was just trained
         if outcome in ("SIGINT", "SIGTERM"):
             return 130 if outcome == "SIGINT" else 143

@@ -19,7 +19,7 @@ from .recurrent import KERNELS
 from .data import Sample, batch_order, feature_statistics, make_dataset, padding_efficiency
 from .distribute import distribute_batches, is_chief, sum_over_workers, worker_count
 from .features import FeatureCache, FeatureConfig
-from .model import DeepSpeech2, ModelConfig
+from .families import build_model
 from .transfer import freeze_all_but_last, last_layers, log_plan
 from ds_ctcdecoder.alphabet import Alphabet
 from .util.log import log
@@ -189,12 +189,12 @@ def make_train_step(model, optimizer, strategy, global_batch: int, element_spec,
 class Trainer:
     """Owns model, optimizer, checkpoints and the epoch loop for one run of the trainer."""
 
-    def __init__(self, strategy, model_cfg: ModelConfig, features: FeatureConfig, alphabet: Alphabet,
+    def __init__(self, strategy, model_cfg, features: FeatureConfig, alphabet: Alphabet,
                  cfg: TrainConfig, store_dirs: tuple[str, str], max_to_keep: int, description: dict,
                  flags_text: str = ""):
         self.strategy, self.cfg, self.features, self.alphabet = strategy, cfg, features, alphabet
         with strategy.scope():
-            self.model = DeepSpeech2(model_cfg, name="deepspeech2").build_for()
+            self.model = build_model(model_cfg)
             self.optimizer = make_optimizer(cfg)
             self.optimizer.build(self.model.trainable_variables)
             self.counters = Counters()
@@ -242,7 +242,7 @@ class Trainer:
             self._log_resume(frozen)
         if self.chief:
             self.store.describe(self.description, self.flags_text)
-        if loaded:
+        if loaded or self.model.normalization is None:
             return
         mean, std = feature_statistics(train, self.features, seed=cfg.random_seed)
         self.model.normalization.set_statistics(mean, std)

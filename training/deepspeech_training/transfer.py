@@ -18,11 +18,8 @@ FLAG_OF = {"n_features": "--feature_win_len/--audio_sample_rate", "num_classes":
 
 
 def layers_from_output(model) -> list:
-    """The model's weight layers, the output layer first."""
-    layers = [model.logits, model.fc]
-    if model.lookahead is not None:
-        layers.append(model.lookahead)
-    return layers + list(reversed(model.rnns)) + list(reversed(model.convs))
+    """The model's weight layers, the output layer first (each family says which they are)."""
+    return model.layers_from_output()
 
 
 def last_layers(model, n: int, flag: str) -> list[str]:
@@ -69,9 +66,10 @@ def _show(value) -> str:
     return str(value)
 
 
-def check_output_layer(source: dict | None, labels: list[str], dropped: list[str]) -> str | None:
+def check_output_layer(source: dict | None, labels: list[str], dropped: list[str],
+                       output_layer: str = OUTPUT_LAYER) -> str | None:
     """Why the source's output layer cannot be kept for ``labels`` (None: it can, or it is dropped)."""
-    if OUTPUT_LAYER in dropped or not source or "alphabet" not in source:
+    if output_layer in dropped or not source or not source.get("alphabet"):
         return None
     theirs = source["alphabet"]
     if len(theirs) != len(labels):
