@@ -73,7 +73,7 @@ class CheckpointStore:
         state = "best_dev_checkpoint" if which == "best" else "checkpoint"
         if not directory or not os.path.isdir(directory):
             return None
-        return tf.train.latest_checkpoint(directory, latest_filename=state)
+        return release.latest_checkpoint(directory, state)
 
     def resolve(self, which: str) -> str | None:
         """Mozilla's --load_train / --load_evaluate: auto tries best, then last (logged as Mozilla)."""

@@ -22,6 +22,23 @@ from ..util.log import log
 STATE_FILES = {"best": "best_dev_checkpoint", "last": "checkpoint"}
 
 
+def latest_checkpoint(directory: str, state_file: str) -> str | None:
+    """The checkpoint a state file names (``tf.train.latest_checkpoint``), also when it names it by an
+    absolute path from the machine that trained it (TF1's Saver writes those): then the same file name
+    in ``directory``."""
+    path = tf.train.latest_checkpoint(directory, latest_filename=state_file)
+    if path:
+        return path
+    try:
+        state = tf.train.get_checkpoint_state(directory, latest_filename=state_file)
+    except (tf.errors.OpError, ValueError):
+        return None
+    if state is None or not state.model_checkpoint_path:
+        return None
+    local = os.path.join(directory, os.path.basename(state.model_checkpoint_path))
+    return local if tf.io.gfile.exists(local + ".index") else None
+
+
 def list_tensors(path: str) -> dict[str, list[int]]:
     try:
         return {name: list(shape) for name, shape in tf.train.list_variables(path)}
@@ -39,7 +56,7 @@ def find_release_checkpoint(directory: str, which: str = "auto") -> str | None:
     if not directory or not os.path.isdir(directory):
         return None
     for kind in {"auto": ("best", "last"), "best": ("best",), "last": ("last",)}.get(which, ()):
-        path = tf.train.latest_checkpoint(directory, latest_filename=STATE_FILES[kind])
+        path = latest_checkpoint(directory, STATE_FILES[kind])
         if path and is_release_checkpoint(path):
             return path
     return None
@@ -107,14 +124,17 @@ def _read_moments(path: str, weights, optimizer) -> tuple[list, list[str]]:
 
 
 def _adam_iterations(path: str, beta1: float) -> int | None:
-    """Adam's step count t from beta1_power = beta1^t (TF1's bias correction state)."""
+    """Keras Adam's ``iterations`` (updates done): Mozilla's ``global_step``, which also numbers its
+    checkpoints (``best_dev-1466475``), so that the run's checkpoints continue its numbering; without
+    it, from TF1's beta1_power = beta1^(k+1) after k updates."""
+    step = release_step(path)
+    if step:
+        return step
     reader = tf.train.load_checkpoint(path)
     if not reader.has_tensor("beta1_power"):
         return None
     power = float(reader.get_tensor("beta1_power"))
-    if not 0.0 < power < 1.0:
-        return None
-    return max(1, round(math.log(power) / math.log(beta1)))
+    return max(0, round(math.log(power) / math.log(beta1)) - 1) if 0.0 < power < 1.0 else None
 
 
 def import_release(path: str, model, optimizer=None, dropped: tuple[str, ...] = ()) -> None:
