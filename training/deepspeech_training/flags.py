@@ -200,10 +200,11 @@ def _define_mozilla_flags() -> None:
                      "only: this model normalizes every convolution and recurrent layer with (sequence-wise) "
                      "BatchNorm, as Deep Speech 2")
     f.DEFINE_boolean("train_cudnn", False, "Mozilla: train with CuDNN's LSTM. Accepted only: the recurrent "
-                     "kernel is chosen automatically (cuDNN on a GPU, see --rnn_kernel) and checkpoints are "
-                     "the same for every kernel")
+                     "kernel is chosen automatically (--rnn_kernel) and checkpoints are the same for every "
+                     "kernel; Mozilla's cuDNN-trained release checkpoints load without it")
     f.DEFINE_boolean("load_cudnn", False, "Mozilla: load a CuDNN checkpoint into a CPU graph. Accepted only: "
-                     "checkpoints are the same for every recurrent kernel (--rnn_kernel), on GPU and CPU")
+                     "Mozilla/Coqui release checkpoints always import, the LSTM's missing Adam moments "
+                     "starting at zero (what --load_cudnn did); nothing else to convert")
     f.DEFINE_string("read_buffer", "1MB", "Mozilla: buffer size for reading sample files, with a KB/MB/GB/TB "
                     "suffix. Checked and accepted only: audio files are read whole (tf.io.read_file, "
                     "libsndfile)")
@@ -227,8 +228,9 @@ INAPPLICABLE = {
                   "(Deep Speech 2); Mozilla's layer normalization of its dense layers does not apply",
     "train_cudnn": "the recurrent kernel is chosen automatically (cuDNN on a GPU where it can run, see "
                    "--rnn_kernel); checkpoints are the same for every kernel",
-    "load_cudnn": "checkpoints are the same for every recurrent kernel (--rnn_kernel), on GPU and CPU: "
-                  "nothing to convert",
+    "load_cudnn": "Mozilla/Coqui release checkpoints (cuDNN-trained) always import, their LSTM's missing Adam "
+                  "moments starting at zero as with Mozilla's --load_cudnn; checkpoints of this trainer are the "
+                  "same for every recurrent kernel",
     "read_buffer": "audio files are read whole (tf.io.read_file, libsndfile); there is no read buffer to size",
     "dropout_rate4": "Mozilla's graph does not use it either (no dropout on its LSTM layer)",
     "dropout_rate5": "Mozilla's graph does not use it either (its layer 5 takes --dropout_rate6)",
