@@ -5,6 +5,7 @@ reader, zero-copy loading); then the client against Mozilla's own runtime (util/
 on the same files: replay graphs (util/replay_graph.py) that feed a known probability matrix through
 both, so that streaming, batching and decoding must agree exactly.
 """
+import json
 import struct
 import subprocess
 import sys
@@ -142,3 +143,217 @@ def test_a_truncated_package_is_not_one(tmp_path, cut):
     assert not memmapped.is_memmapped(path)
     with pytest.raises(memmapped.MemmappedError, match=f"{path}: not a memmapped package"):
         memmapped.read_memmapped(path)
+
+
+# --- replay graphs: the client and Mozilla's runtime on the same file
+
+def matrix(frames):
+    """[T, C] probabilities from frames, each {label or 'blank': probability}; the rest spread evenly."""
+    probs = np.zeros((len(frames), BLANK + 1), np.float32)
+    for t, frame in enumerate(frames):
+        ids = {BLANK if k == "blank" else ALPHABET.EncodeSingle(k): v for k, v in frame.items()}
+        probs[t] = (1.0 - sum(ids.values())) / (BLANK + 1 - len(ids))
+        for i, v in ids.items():
+            probs[t, i] = v
+    return probs
+
+
+def noisy(rng, text):
+    """A noisy model saying ``text``: each character peaks weakly on one frame of three."""
+    logits = rng.normal(0.0, 1.5, (3 * len(text), BLANK + 1))
+    for i, ch in enumerate(text):
+        logits[3 * i, ALPHABET.EncodeSingle(ch)] += 3.0
+        logits[3 * i + 1:3 * i + 3, BLANK] += 3.0
+    probs = np.exp(logits)
+    return (probs / probs.sum(1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def replays(tmp_path_factory):
+    """{name: (probs, .pb path, .pbmm path)}: replay graphs, as a frozen GraphDef and as TensorFlow's
+    memmapped package (the replayed matrix mapped from the file)."""
+    tmp, out = tmp_path_factory.mktemp("replay"), {}
+    rng = np.random.default_rng(11)
+    spelled = matrix([f for ch in "the quick brown fox jumps" for f in ({ch: 0.9}, {"blank": 0.9})])
+    for name, probs in [("spelled", spelled), ("noisy", noisy(rng, "the cat sat on the mat")),
+                        ("short", noisy(rng, "a"))]:
+        write_replay_pb(probs, ALPHABET, tmp / f"{name}.pb")
+        memmapped.write_memmapped(build_replay_graph_def(probs, ALPHABET), tmp / f"{name}.pbmm", min_bytes=1000)
+        out[name] = (probs, tmp / f"{name}.pb", tmp / f"{name}.pbmm")
+    return out
+
+
+def test_replay_models_give_the_matrix_to_the_decoder(replays):
+    probs, pb, pbmm_path = replays["noisy"]
+    for path in (pb, pbmm_path):
+        model = deepspeech.Model(str(path))
+        assert model.sampleRate() == 16000 and model.beamWidth() == 500
+        assert model._impl.metadata["model_format"] == path.suffix[1:]
+        model.setBeamWidth(64)
+        [(confidence, text)] = ctc_beam_search_decoder(probs, ALPHABET, 64, cutoff_top_n=40)
+        result = model.sttWithMetadata(replay_audio(len(probs)), 1).transcripts[0]
+        assert str(result) == text and result.confidence == pytest.approx(confidence, abs=1e-4)
+        assert model._impl.probs(model._impl.features(np.zeros(512 + 320 * 5, np.float32))).shape == (7, 29)
+
+
+def test_pbmm_weights_are_mapped_from_the_file(replays):
+    _, _, pbmm_path = replays["spelled"]
+    model = deepspeech.Model(str(pbmm_path))
+    [table] = model._impl.runner.function.weights
+    address = np.from_dlpack(_Capsule(table)).__array_interface__["data"][0]
+    with open("/proc/self/maps") as f:
+        ranges = [line.split() for line in f if line.rstrip().endswith(str(pbmm_path))]
+    _, regions = memmapped.read_memmapped(pbmm_path)
+    [(offset, _)] = regions.values()
+    in_file = [address - int(r[0].split("-")[0], 16) + int(r[2], 16) for r in ranges
+               if int(r[0].split("-")[0], 16) <= address < int(r[0].split("-")[1], 16)]
+    assert in_file == [offset]
+
+
+class _Capsule:
+    def __init__(self, tensor):
+        self.capsule = tf.experimental.dlpack.to_dlpack(tensor)
+
+    def __dlpack__(self, **_):
+        return self.capsule
+
+    def __dlpack_device__(self):
+        return (1, 0)
+
+
+@needs_deepspeech
+@pytest.mark.parametrize("suffix", ["pb", "pbmm"])
+def test_transcripts_and_token_times_equal_mozillas_runtime(replays, suffix):
+    runtime = Runtime("deepspeech")
+    for name, (probs, *paths) in replays.items():
+        path = str(paths[suffix == "pbmm"])
+        ours = deepspeech.Model(path)
+        with runtime.model(path) as theirs:
+            for frames in sorted({1, 15, 16, 17, len(probs) - 1, len(probs), len(probs) + 3}):
+                audio = replay_audio(max(frames, 1))
+                for beam in (1, 100):
+                    ours.setBeamWidth(beam)
+                    theirs.set_beam_width(beam)
+                    mine = ours.sttWithMetadata(audio, 3).transcripts
+                    reference = theirs.stt_with_metadata(audio, 3)
+                    where = (name, frames, beam)
+                    assert [str(c) for c in mine] == [c.text for c in reference], where
+                    assert [c.confidence for c in mine] == pytest.approx([c.confidence for c in reference],
+                                                                         abs=1e-3), where
+                    assert [[t.timestep for t in c.tokens] for c in mine] == \
+                        [[t.timestep for t in c.tokens] for c in reference], where
+                    assert [t.start_time for t in mine[0].tokens] == pytest.approx(
+                        [t.start_time for t in reference[0].tokens], abs=1e-6)
+
+
+@needs_deepspeech
+def test_streams_in_chunks_equal_mozillas_runtime(replays):
+    runtime = Runtime("deepspeech")
+    probs, _, path = replays["spelled"]
+    audio = replay_audio(len(probs))
+    ours = deepspeech.Model(str(path))
+    ours.setBeamWidth(100)
+    with runtime.model(path) as theirs:
+        theirs.set_beam_width(100)
+        for chunk in (160, 1234, 5000):
+            mine, stream = ours.createStream(), theirs.create_stream()
+            for start in range(0, len(audio), chunk):
+                mine.feedAudioContent(audio[start:start + chunk])
+                stream.feed(audio[start:start + chunk])
+                assert mine.intermediateDecode() == stream.intermediate(), (chunk, start)
+            assert mine.finishStream() == stream.finish() == "the quick brown fox jumps"
+
+
+@pytest.fixture(scope="module")
+def mozilla_scorer(tmp_path_factory):
+    from test_mozilla_runtime import mozilla_scorer as build
+    return build.__wrapped__(tmp_path_factory)
+
+
+@needs_deepspeech
+def test_scorer_decodes_equal_mozillas_runtime(replays, mozilla_scorer):
+    runtime = Runtime("deepspeech")
+    probs, pb, _ = replays["noisy"]
+    audio = replay_audio(len(probs))
+    ours = deepspeech.Model(str(pb))
+    with runtime.model(pb) as theirs:
+        ours.enableExternalScorer(str(mozilla_scorer))
+        theirs.enable_scorer(mozilla_scorer)
+        for beam, alpha, beta in ((16, 0.75, 1.5), (100, 2.0, 0.5)):
+            ours.setBeamWidth(beam)
+            theirs.set_beam_width(beam)
+            ours.setScorerAlphaBeta(alpha, beta)
+            theirs.set_alpha_beta(alpha, beta)
+            stream = ours.createStream()
+            for start in range(0, len(audio), 999):
+                stream.feedAudioContent(audio[start:start + 999])
+            assert ours.stt(audio) == theirs.stt(audio) == stream.finishStream(), (beam, alpha, beta)
+
+
+# --- models that cannot be used: one line naming the file, Mozilla's error codes
+
+def with_version(graph_def, version):
+    from tensorflow.python.framework import tensor_util
+
+    graph_def = type(graph_def).FromString(graph_def.SerializeToString())
+    [node] = [n for n in graph_def.node if n.name == "metadata_version"]
+    node.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(np.array([version], np.int32)))
+    return graph_def
+
+
+def test_bad_models_are_one_line_errors_naming_the_file(replays, tmp_path):
+    probs, pb, pbmm_path = replays["short"]
+    graph_def = build_replay_graph_def(probs, ALPHABET)
+    old = tmp_path / "old.pb"
+    old.write_bytes(with_version(graph_def, 5).SerializeToString())
+    memmapped.write_memmapped(with_version(graph_def, 4), tmp_path / "old.pbmm")
+    truncated = tmp_path / "truncated.pbmm"
+    truncated.write_bytes(pbmm_path.read_bytes()[:-20])
+    neither = tmp_path / "neither.pb"
+    neither.write_bytes(mozilla_like_graph_def().SerializeToString())
+    memmapped.write_memmapped(mozilla_like_graph_def(), tmp_path / "neither.pbmm")
+    cases = [(old, 0x2003, "model version 5 is older than the oldest this client reads (6)"),
+             (tmp_path / "old.pbmm", 0x2003, "model version 4 is older"),
+             (truncated, 0x3000, "not a memory-mapped model"),
+             (neither, 0x2003, "neither an export of this trainer nor a Mozilla DeepSpeech model"),
+             (tmp_path / "neither.pbmm", 0x2003, "neither an export of this trainer nor a Mozilla")]
+    for path, code, message in cases:
+        with pytest.raises(DeepSpeechError) as error:
+            deepspeech.Model(str(path))
+        assert error.value.code == code and f"{path}: {message}" in str(error.value), str(error.value)
+        assert "\n" not in str(error.value)
+
+
+def test_cli_runs_a_mozilla_model_and_reports_a_bad_one_in_one_line(replays, tmp_path, capsys):
+    import soundfile
+
+    probs, _, pbmm_path = replays["spelled"]
+    wav = tmp_path / "replay.wav"
+    soundfile.write(wav, replay_audio(len(probs)), 16000, subtype="PCM_16")
+    assert client.main(["--model", str(pbmm_path), "--audio", str(wav), "--beam_width", "16"]) == 0
+    assert capsys.readouterr().out.strip() == "the quick brown fox jumps"
+    assert client.main(["--model", str(pbmm_path), "--audio", str(wav), "--stream", "1600"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "the quick brown fox jumps"
+    assert client.main(["--model", str(pbmm_path), "--audio", str(wav), "--json"]) == 0
+    words = json.loads(capsys.readouterr().out)["transcripts"][0]["words"]
+    assert [w["word"] for w in words] == "the quick brown fox jumps".split()
+    assert words[1]["start_time"] == pytest.approx(0.02 * 2 * len("the "))
+    broken = tmp_path / "broken.pbmm"
+    broken.write_bytes(pbmm_path.read_bytes()[:1000])
+    assert client.main(["--model", str(broken), "--audio", str(wav)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"deepspeech: error: CreateModel failed with") and str(broken) in err[-1]
+    assert "Traceback" not in "".join(err)
+
+
+def test_converter_tool_writes_tensorflows_format_for_a_mozilla_graph(replays, tmp_path):
+    probs, pb, _ = replays["spelled"]
+    out = tmp_path / "tool.pbmm"
+    tool = str(ROOT / "bin" / "convert_graphdef_memmapped_format.py")
+    done = subprocess.run([sys.executable, tool, "--in_graph", str(pb), "--out_graph", str(out),
+                           "--min_conversion_tensor_size", "1000"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Converted 1 nodes" in done.stderr
+    graph_def, regions = memmapped.read_memmapped(out)
+    assert list(regions) == ["memmapped_package://replay_probs"]
+    assert deepspeech.Model(str(out)).stt(replay_audio(len(probs))) == "the quick brown fox jumps"

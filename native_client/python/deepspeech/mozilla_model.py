@@ -90,8 +90,8 @@ def _is_mozilla_tflite(path: str) -> bool:
         except (struct.error, IndexError, TypeError, ValueError):
             return False
     if b"input_node" not in names:
-        raise ModelLoadError(f"{path}: a TFLite model {NEITHER} (no '{TFLITE_METADATA}' metadata, no "
-                             f"'input_node' tensor)", ERR_MODEL_INCOMPATIBLE)
+        raise ModelLoadError(f"{path}: {NEITHER}: a TFLite model without '{TFLITE_METADATA}' metadata or "
+                             f"an 'input_node' tensor", ERR_MODEL_INCOMPATIBLE)
     return True
 
 
@@ -195,8 +195,8 @@ def _open_graph(path: str, kind: str):
             return None  # an export of this trainer
         if kind == "pb" and not graph_def.node:
             return None
-        raise ModelLoadError(f"{path}: a TensorFlow graph {NEITHER} (no 'metadata' or 'metadata_version' "
-                             f"node)", ERR_MODEL_INCOMPATIBLE)
+        raise ModelLoadError(f"{path}: {NEITHER}: a TensorFlow graph without a 'metadata' or "
+                             f"'metadata_version' node", ERR_MODEL_INCOMPATIBLE)
     values = {name: _const_value(nodes, name) for name in METADATA}
     missing = [n for n in ("input_node", "previous_state_c", *OUTPUTS) if n not in nodes]
     if missing and values["metadata_version"] is not None and int(values["metadata_version"][0]) >= GRAPH_VERSION:
