@@ -5,8 +5,8 @@
 
 The flags are those of TensorFlow 1.15's convert_graphdef_memmapped_format, which Mozilla DeepSpeech
 used. The output format depends on the graph:
-- a Mozilla-interface graph (it has a `metadata_version` node: Mozilla's, Coqui's, or this project's
-  export of Mozilla's model) is written in TensorFlow's MemmappedFileSystem format, as TensorFlow's
+- a Mozilla-interface graph (it has `metadata_version` and `input_node` nodes, and not this trainer's
+  JSON `metadata` node: Mozilla's, Coqui's, or this project's export of Mozilla's model) is written in TensorFlow's MemmappedFileSystem format, as TensorFlow's
   tool writes it, which Mozilla's libdeepspeech and this client load (deepspeech/memmapped.py);
   constants of at least --min_bytes (default 10000) become ImmutableConst nodes;
 - any other graph (this trainer's export) in this project's format (deepspeech/pbmm.py documents
@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "native_client", "python"))
 
 from deepspeech.memmapped import DEFAULT_MIN_BYTES, write_memmapped  # noqa: E402
+from deepspeech.mozilla_model import is_mozilla_graph  # noqa: E402
 from deepspeech.pbmm import ModelFileError, convert, read_graph_def  # noqa: E402
 
 log = logging.getLogger("convert_graphdef_memmapped_format")
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         graph_def = read_graph_def(args.in_graph)
-        if any(node.name == "metadata_version" for node in graph_def.node):
+        if is_mozilla_graph({node.name for node in graph_def.node}):
             return write_tensorflow_format(graph_def, args)
         stats = convert(args.in_graph, args.out_graph, 1024 if args.min_bytes is None else args.min_bytes,
                         outputs=[n for n in args.outputs.split(",") if n] or None)

@@ -357,3 +357,140 @@ def test_converter_tool_writes_tensorflows_format_for_a_mozilla_graph(replays, t
     graph_def, regions = memmapped.read_memmapped(out)
     assert list(regions) == ["memmapped_package://replay_probs"]
     assert deepspeech.Model(str(out)).stt(replay_audio(len(probs))) == "the quick brown fox jumps"
+
+
+# --- real acoustic graphs (Mozilla's exporter, training/deepspeech_training/mozilla): the same transcripts
+
+def tone_clip(rng, segments):
+    """Tones of random pitch and length with pauses, then 1000 zero samples (so that even Mozilla
+    0.9.3's TFLite client, which keeps stale samples in its last window, computes the same last frame)."""
+    pieces = []
+    for _ in range(segments):
+        t = np.arange(int(rng.integers(1200, 4800))) / 16000
+        pieces += [0.4 * np.sin(2 * np.pi * rng.uniform(150, 5000) * t) * np.hanning(len(t)),
+                   rng.normal(0, 0.003, int(rng.integers(800, 3200)))]
+    audio = np.concatenate(pieces + [np.zeros(1000)])
+    return np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Random Mozilla weights (n_hidden 32) exported as .pb, .pbmm and .tflite; synthetic clips."""
+    graph = pytest.importorskip("deepspeech_training.mozilla.graph")
+    try:
+        from deepspeech_training.mozilla.tflite import tflite_model
+    except ImportError:
+        tflite_model = graph.tflite_model
+    from deepspeech_training.mozilla import MozillaGeometry
+
+    rng = np.random.default_rng(5)
+    weights = {name: rng.normal(0, 1 / np.sqrt(shape[0]) if len(shape) == 2 else 0.1, shape).astype(np.float32)
+               for name, shape in MozillaGeometry(n_hidden=32, num_classes=BLANK + 1).shapes().items()}
+    weights["layer_1/weights"] *= 0.1  # MFCC 0 (log energy) is large
+    weights["layer_6/weights"] *= 8  # confident outputs
+    weights["layer_6/bias"][BLANK] += 3  # mostly blank, as a trained model
+    tmp = tmp_path_factory.mktemp("mozilla_export")
+    graph_def = graph.inference_graph_def(weights, ALPHABET.Serialize(), 100)
+    (tmp / "model.pb").write_bytes(graph_def.SerializeToString())
+    memmapped.write_memmapped(graph_def, tmp / "model.pbmm", min_bytes=1000)
+    (tmp / "model.tflite").write_bytes(tflite_model(weights, ALPHABET.Serialize(), 100))
+    return tmp, [tone_clip(rng, n) for n in (3, 6, 10)]
+
+
+ORACLES = [("pb", "deepspeech"), ("pbmm", "deepspeech"), ("tflite", "stt"), ("tflite", "deepspeech-tflite")]
+
+
+def oracle(name):
+    if not library_path(name).is_file():
+        pytest.skip(f"{library_path(name)} is missing (make install fetches it)")
+    return Runtime(name)
+
+
+@pytest.mark.parametrize("suffix, runtime", ORACLES)
+def test_real_graphs_transcribe_as_mozillas_runtimes(exported, suffix, runtime):
+    tmp, audios = exported
+    path = str(tmp / f"model.{suffix}")
+    ours = deepspeech.Model(path)
+    assert ours._impl.metadata["n_steps"] == 16 and ours._impl.metadata["state_size"] == 32
+    texts = []
+    with oracle(runtime).model(path) as theirs:
+        assert ours.beamWidth() == theirs.beam_width() == 100
+        for i, audio in enumerate(audios):
+            expected = theirs.stt_with_metadata(audio, 1)[0]
+            got = ours.sttWithMetadata(audio, 1).transcripts[0]
+            assert str(got) == expected.text, (i, suffix, runtime)
+            assert [t.timestep for t in got.tokens] == [t.timestep for t in expected.tokens]
+            assert got.confidence == pytest.approx(expected.confidence, rel=1e-3, abs=1e-2)
+            stream = ours.createStream()
+            for start in range(0, len(audio), 2345):
+                stream.feedAudioContent(audio[start:start + 2345])
+            assert stream.finishStream() == expected.text
+            texts.append(expected.text)
+    assert all(texts) and len(set(texts)) == len(texts)  # the model hears the clips
+
+
+@pytest.mark.parametrize("suffix, runtime", ORACLES[::2])
+def test_real_graphs_with_a_scorer_and_streams_as_mozillas_runtimes(exported, suffix, runtime, mozilla_scorer):
+    tmp, audios = exported
+    path = str(tmp / f"model.{suffix}")
+    ours = deepspeech.Model(path)
+    ours.enableExternalScorer(str(mozilla_scorer))
+    with oracle(runtime).model(path) as theirs:
+        theirs.enable_scorer(mozilla_scorer)
+        for alpha, beta in ((0.75, 1.5), (2.0, 3.0)):
+            ours.setScorerAlphaBeta(alpha, beta)
+            theirs.set_alpha_beta(alpha, beta)
+            for audio in audios:
+                mine, stream = ours.createStream(), theirs.create_stream()
+                for start in range(0, len(audio), 3200):
+                    mine.feedAudioContent(audio[start:start + 3200])
+                    stream.feed(audio[start:start + 3200])
+                    assert mine.intermediateDecode() == stream.intermediate()
+                assert mine.finishStream() == stream.finish() == ours.stt(audio) == theirs.stt(audio)
+
+
+def test_tflite_tensors_are_found_by_name_among_extra_outputs(exported, tmp_path):
+    """Coqui's exports add layer_3 and layer_5 activations as outputs: put them first, renamed."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    tmp, audios = exported
+    model = flatbuffer_utils.read_model(str(tmp / "model.tflite"))
+    graph = model.subgraphs[0]
+    extra = [i for i, t in enumerate(graph.tensors) if t.name.endswith((b"layer_3/Minimum", b"layer_5/Minimum"))]
+    assert len(extra) == 2
+    for i in extra:
+        graph.tensors[i].name = graph.tensors[i].name.split(b"/")[0]
+    graph.outputs = np.array(extra + list(graph.outputs), np.int32)
+    flatbuffer_utils.write_model(model, str(tmp_path / "coqui.tflite"))
+    coqui, plain = deepspeech.Model(str(tmp_path / "coqui.tflite")), deepspeech.Model(str(tmp / "model.tflite"))
+    for audio in audios:
+        assert coqui.stt(audio) == plain.stt(audio) and plain.stt(audio)
+    if library_path("stt").is_file():
+        with Runtime("stt").model(tmp_path / "coqui.tflite") as theirs:
+            assert [theirs.stt(a) for a in audios] == [coqui.stt(a) for a in audios]
+
+
+def test_a_tflite_model_of_neither_family_is_refused_in_one_line(tmp_path):
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [tf.function(lambda x: x * 2.0, input_signature=[tf.TensorSpec([1, 4], tf.float32)]).get_concrete_function()])
+    path = tmp_path / "other.tflite"
+    path.write_bytes(converter.convert())
+    with pytest.raises(DeepSpeechError, match=rf"\(0x2003\): {path}: neither an export of this trainer nor a "
+                                              rf"Mozilla DeepSpeech model: a TFLite model without"):
+        deepspeech.Model(str(path))
+
+
+def test_a_bytes_output_model_decodes_whole_characters(tmp_path):
+    """metadata_alphabet of a bytes-output model (Mozilla's --bytes_output_mode) is a UTF8Alphabet."""
+    from ds_ctcdecoder import UTF8Alphabet
+
+    data = "añb".encode("utf-8")  # 4 bytes
+    probs = np.full((2 * len(data), 256), 1e-4, np.float32)
+    for i, byte in enumerate(data):
+        probs[2 * i, byte - 1] = probs[2 * i + 1, 255] = 1.0
+    probs /= probs.sum(1, keepdims=True)
+    write_replay_pb(probs, UTF8Alphabet(), tmp_path / "bytes.pb")
+    model = deepspeech.Model(str(tmp_path / "bytes.pb"))
+    assert isinstance(model._impl.alphabet, UTF8Alphabet) and model._impl.utf8
+    result = model.sttWithMetadata(replay_audio(len(probs)), 1).transcripts[0]
+    assert str(result) == "añb" and [t.timestep for t in result.tokens] == [0, 2, 6]

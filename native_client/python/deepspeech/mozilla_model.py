@@ -190,13 +190,15 @@ def _open_graph(path: str, kind: str):
         return None
     graph_def, weights = read
     nodes = {node.name: node for node in graph_def.node}
-    if "metadata_version" not in nodes:
-        if kind == "pb" and "metadata" in nodes:
-            return None  # an export of this trainer
-        if kind == "pb" and not graph_def.node:
-            return None
-        raise ModelLoadError(f"{path}: {NEITHER}: a TensorFlow graph without a 'metadata' or "
-                             f"'metadata_version' node", ERR_MODEL_INCOMPATIBLE)
+    if not is_mozilla_graph(nodes):
+        if kind == "pb" and ("metadata" in nodes or not nodes):
+            return None  # an export of this trainer (or an empty file): the caller's loader reads it
+        if "metadata" in nodes:
+            raise ModelLoadError(f"{path}: an export of this trainer in TensorFlow's memmapped format, which only "
+                                 f"Mozilla-interface models use: convert its .pb with "
+                                 f"bin/convert_graphdef_memmapped_format.py", ERR_MODEL_INCOMPATIBLE)
+        raise ModelLoadError(f"{path}: {NEITHER}: a TensorFlow graph with neither a 'metadata' "
+                             f"node nor 'metadata_version' and 'input_node' nodes", ERR_MODEL_INCOMPATIBLE)
     values = {name: _const_value(nodes, name) for name in METADATA}
     missing = [n for n in ("input_node", "previous_state_c", *OUTPUTS) if n not in nodes]
     if missing and values["metadata_version"] is not None and int(values["metadata_version"][0]) >= GRAPH_VERSION:
@@ -223,6 +225,12 @@ def _open_graph(path: str, kind: str):
         raise ModelLoadError(f"{path}: the alphabet has {interface['num_classes'] - 1} labels but the model "
                              f"outputs {classes} classes (labels + blank)", ERR_INVALID_ALPHABET)
     return MozillaAcousticModel(path, kind, interface, runner)
+
+
+def is_mozilla_graph(names) -> bool:
+    """Whether a graph with these node names has Mozilla's export interface (this trainer's own exports
+    also carry ``metadata_version``, next to their JSON ``metadata`` node, and no ``input_node``)."""
+    return "metadata_version" in names and "input_node" in names and "metadata" not in names
 
 
 def _const_value(nodes: dict, name: str):
