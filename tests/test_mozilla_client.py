@@ -494,3 +494,15 @@ def test_a_bytes_output_model_decodes_whole_characters(tmp_path):
     assert isinstance(model._impl.alphabet, UTF8Alphabet) and model._impl.utf8
     result = model.sttWithMetadata(replay_audio(len(probs)), 1).transcripts[0]
     assert str(result) == "añb" and [t.timestep for t in result.tokens] == [0, 2, 6]
+
+
+def test_a_mozilla_tflite_model_runs_without_tensorflow(exported, tmp_path):
+    tmp, audios = exported
+    np.save(tmp_path / "a.npy", audios[0])
+    code = (f"import sys, numpy as np, deepspeech\n"
+            f"m = deepspeech.Model({str(tmp / 'model.tflite')!r})\n"
+            f"print(m.stt(np.load({str(tmp_path / 'a.npy')!r})))\n"
+            f"assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == deepspeech.Model(str(tmp / "model.tflite")).stt(audios[0])
