@@ -11,6 +11,9 @@
         print(stream.intermediateDecode())
     print(stream.finishStream())
 
+Models: this trainer's exports, and Mozilla DeepSpeech 0.9's / Coqui STT 1.x's (``.pb``, ``.pbmm``,
+``.tflite``; ``mozilla_model.py``), recognized by their content.
+
 Failures raise ``RuntimeError`` (``errors.DeepSpeechError``) with Mozilla's messages and codes.
 """
 from __future__ import annotations
@@ -24,8 +27,8 @@ from . import errors
 from .acoustic import AcousticModel, open_runtime
 from .audio import from_int16
 from .errors import DeepSpeechError
-from .features import FrameStream, spectrogram
 from .metadata import CandidateTranscript, Metadata, TokenMetadata, candidate_from_result
+from .mozilla_model import open_mozilla_model
 
 __version__ = (Path(__file__).resolve().parent / "VERSION").read_text().strip()
 __all__ = ["Model", "Stream", "Metadata", "CandidateTranscript", "TokenMetadata", "DeepSpeechError",
@@ -90,7 +93,7 @@ class Model:
 
     def __init__(self, model_path: str):
         self._impl = None  # as Mozilla's: present even when loading fails
-        self._impl = AcousticModel(open_runtime(str(model_path) if model_path else ""), __version__)
+        self._impl = _open_acoustic(str(model_path) if model_path else "")
         self._beam_width = int(self._impl.metadata.get("beam_width") or 500)
         self._scorer = None
         self._hot_words: dict[str, float] = {}
@@ -153,7 +156,7 @@ class Model:
 
     def sttWithMetadata(self, audio_buffer, num_results: int = 1) -> Metadata:  # noqa: N802
         audio = from_int16(_samples(audio_buffer, "sttWithMetadata"))
-        probs = self._impl.probs(spectrogram(audio, self._impl.framing))
+        probs = self._impl.probs(self._impl.features(audio))
         return self._decoding().decode(probs, num_results)
 
     def createStream(self) -> "Stream":  # noqa: N802
@@ -161,6 +164,12 @@ class Model:
 
     def _decoding(self) -> _Decoding:
         return _Decoding(self._impl, self._beam_width, self._scorer, self._hot_words)
+
+
+def _open_acoustic(path: str):
+    """A Mozilla-interface model (Mozilla's or Coqui's export), else an export of this trainer."""
+    model = open_mozilla_model(path)
+    return model if model is not None else AcousticModel(open_runtime(path), __version__)
 
 
 def _scorer_error_code(err: ScorerError) -> int:
@@ -185,7 +194,7 @@ class Stream:
 
     def __init__(self, acoustic: AcousticModel, decoding: _Decoding):
         self._impl = acoustic.stream()
-        self._frames = FrameStream(acoustic.framing)
+        self._frames = acoustic.frame_stream()
         self._decoding = decoding
         self._search = decoding.state() if acoustic.streaming else None  # step models: incremental
         self._last = (None, None)  # ((output frames, num_results), Metadata): nothing new, no new decode

@@ -13,7 +13,7 @@ from ds_ctcdecoder import Alphabet, UTF8Alphabet
 
 from .errors import (ERR_FAIL_CREATE_MODEL, ERR_FAIL_INIT_MMAP, ERR_FAIL_RUN_SESS, ERR_INVALID_ALPHABET,
                      ERR_INVALID_SHAPE, ERR_MODEL_INCOMPATIBLE, ERR_NO_MODEL, DeepSpeechError)
-from .features import Framing
+from .features import FrameStream, Framing, spectrogram
 from .runtime import FORMAT, FORMAT_VERSION, ModelLoadError, load_runtime
 
 
@@ -70,7 +70,14 @@ def check_metadata(metadata: dict, client_version: str) -> None:
 
 
 class AcousticModel:
-    """An opened export: ``probs(features)`` one-shot, ``stream()`` incremental."""
+    """An opened export: its features (``features(audio)`` one-shot, ``frame_stream()`` incremental) and
+    its probabilities (``probs(features)`` one-shot, ``stream()`` incremental).
+
+    What ``Model`` and ``Stream`` use, whatever the model family (``mozilla_model.py`` has another):
+    ``metadata`` (a dict, ``beam_width`` in it), ``sample_rate``, ``alphabet``, ``utf8``,
+    ``frame_seconds`` (one output frame), ``streaming`` (True: run as the audio arrives) and the four
+    methods.
+    """
 
     def __init__(self, runtime, client_version: str):
         metadata = runtime.metadata
@@ -90,6 +97,14 @@ class AcousticModel:
         for conv in self.metadata["model"].get("conv", ()):
             stride *= int(conv["stride"][0])
         return stride
+
+    def features(self, audio: np.ndarray) -> np.ndarray:
+        """float32 waveform [N] in [-1, 1] of a whole utterance -> its feature frames [T, F]."""
+        return spectrogram(audio, self.framing)
+
+    def frame_stream(self) -> FrameStream:
+        """The same frames from audio in chunks: ``feed(audio) -> frames``, ``finish() -> frames``."""
+        return FrameStream(self.framing)
 
     def probs(self, features: np.ndarray) -> np.ndarray:
         """Feature frames [T, F] of a whole utterance -> probabilities [T', C]."""

@@ -159,7 +159,7 @@ def _mappable(node, min_bytes: int):
     return np.ascontiguousarray(tf.make_ndarray(tensor), dtype=np.dtype(dtype.name).newbyteorder("<"))
 
 
-def _to_placeholder(node, shape) -> None:
+def to_placeholder(node, shape) -> None:
     """Turns a Const node into a Placeholder of the same name, dtype and shape, in place."""
     name, dtype = node.name, node.attr["dtype"].type
     node.Clear()  # the same message object, so the GraphDef's node order is unchanged
@@ -174,13 +174,13 @@ def _split_graph(graph_def, min_bytes: int) -> list[tuple[str, np.ndarray]]:
     for node in graph_def.node:
         array = _mappable(node, min_bytes)
         if array is not None:
-            _to_placeholder(node, array.shape)
+            to_placeholder(node, array.shape)
             weights.append((node.name, array))
     return weights
 
 
-def _graph_inputs(graph_def, outputs, weights: set[str]) -> list[str]:
-    """The Placeholders (other than weights) that the outputs depend on, in graph order."""
+def _needed(graph_def, outputs) -> set[str]:
+    """The names of the nodes the outputs depend on (themselves included)."""
     nodes = {node.name: node for node in graph_def.node}
     needed, todo = set(), list(outputs)
     while todo:
@@ -188,6 +188,12 @@ def _graph_inputs(graph_def, outputs, weights: set[str]) -> list[str]:
         if name not in needed and name in nodes:
             needed.add(name)
             todo.extend(_node_name(i) for i in nodes[name].input)
+    return needed
+
+
+def _graph_inputs(graph_def, outputs, weights: set[str]) -> list[str]:
+    """The Placeholders (other than weights) that the outputs depend on, in graph order."""
+    needed = _needed(graph_def, outputs)
     return [n.name for n in graph_def.node
             if n.op == "Placeholder" and n.name in needed and n.name not in weights]
 
@@ -200,7 +206,7 @@ def _signature(graph_def, names):
             for i, n in enumerate(names)]
 
 
-def _function_library(graph_def, args: list[str], outputs: list[str]):
+def function_library(graph_def, args: list[str], outputs: list[str]):
     """A FunctionDefLibrary whose first function runs graph_def: args -> outputs."""
     tf = _tf()
     from tensorflow.core.framework import function_pb2
@@ -259,7 +265,7 @@ def convert(pb_path: str, pbmm_path: str, min_bytes: int = 1024, outputs=None) -
         raise ModelFileError(f"{pb_path}: no output node {' or '.join(missing)} in the graph")
     weights = _split_graph(graph_def, min_bytes)
     inputs = _graph_inputs(graph_def, outputs, {name for name, _ in weights})
-    library = _function_library(graph_def, inputs + [name for name, _ in weights], outputs)
+    library = function_library(graph_def, inputs + [name for name, _ in weights], outputs)
     header = {"function": library.function[0].signature.name, "inputs": inputs, "outputs": outputs}
     library_bytes = library.SerializeToString()
     size = _write(pbmm_path, header, library_bytes, weights)
@@ -344,18 +350,27 @@ def read_metadata(path: str) -> str:
     raise ModelFileError(f"{path}: no string Const node named 'metadata' in the graph")
 
 
-def _map_weights(path: str, header: Header) -> list:
-    """The weights as tf.Tensors that view the file's pages (no copy)."""
-    if not header.tensors:
+def map_tensors(path: str, entries) -> list:
+    """Tensors that view ranges of the file's pages (no copy): ``entries`` are (offset from the start of
+    the file, numpy dtype name, shape), little-endian data. The file is mapped copy-on-write (DLPack
+    refuses read-only arrays); nothing is ever written to it."""
+    entries = list(entries)
+    if not entries:
         return []
     from_dlpack = _tf().experimental.dlpack.from_dlpack
     mapping = np.memmap(path, dtype=np.uint8, mode="c")
-    weights = []
-    for t in header.tensors:
-        start = header.data_offset + t.offset
-        view = mapping[start:start + t.nbytes].view(np.dtype(t.dtype).newbyteorder("<")).reshape(t.shape)
-        weights.append(from_dlpack(view.__dlpack__()))
-    return weights
+    tensors = []
+    for offset, dtype, shape in entries:
+        dtype = np.dtype(dtype).newbyteorder("<")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        view = mapping[offset:offset + nbytes].view(dtype).reshape(shape)
+        tensors.append(from_dlpack(view.__dlpack__()))
+    return tensors
+
+
+def _map_weights(path: str, header: Header) -> list:
+    """The weights as tf.Tensors that view the file's pages (no copy)."""
+    return map_tensors(path, [(header.data_offset + t.offset, t.dtype, t.shape) for t in header.tensors])
 
 
 def _register(path: str, library) -> str:
@@ -392,26 +407,61 @@ def load_function(path: str, inputs: list[str], outputs: list[str]) -> Callable:
     outputs do not depend on may be given and are ignored), ``outputs`` some of the outputs given to
     the converter (e.g. ``["probs"]``). The weights stay in the file's mapping.
     """
-    from tensorflow.python.eager import context, execute
-
     header, library = read_pbmm(path)
     _check_names(path, header, library, inputs, outputs)
-    weights = _map_weights(path, header)
+    return library_function(path, library, inputs, list(header.inputs), _map_weights(path, header),
+                            list(header.outputs), outputs)
+
+
+def library_function(path: str, library, accepted: list[str], inputs: list[str], weights: list,
+                     function_outputs: list[str], outputs: list[str]) -> Callable:
+    """Registers ``library`` (its first function: ``inputs`` + ``weights`` -> ``function_outputs``) with
+    the eager runtime -> ``fn(**numpy inputs) -> {name: numpy array}`` for the ``outputs`` asked for.
+    ``accepted``: the names the call takes (a superset of ``inputs``; the others are ignored). The
+    function is unregistered when ``fn`` is dropped; ``fn.weights`` keeps the weights alive."""
+    from tensorflow.python.eager import context, execute
+
     name = _register(path, library)
     arg_types = [arg.type for arg in library.function[0].signature.input_arg]
     tf = _tf()
-    dtypes = [tf.dtypes.as_dtype(t).as_numpy_dtype for t in arg_types[:len(header.inputs)]]
-    picks = [header.outputs.index(n) for n in outputs]
+    dtypes = [tf.dtypes.as_dtype(t).as_numpy_dtype for t in arg_types[:len(inputs)]]
+    picks = [function_outputs.index(n) for n in outputs]
 
     def call(**arrays):  # inputs the graph does not use are accepted and left out
-        _check_call(inputs, arrays)
-        values = [tf.constant(np.asarray(arrays[n], dtype=d)) for n, d in zip(header.inputs, dtypes)]
-        results = execute.execute(name, len(header.outputs), values + weights, (), context.context())
+        _check_call(accepted, arrays)
+        values = [tf.constant(np.asarray(arrays[n], dtype=d)) for n, d in zip(inputs, dtypes)]
+        results = execute.execute(name, len(function_outputs), values + weights, (), context.context())
         return {n: results[i].numpy() for n, i in zip(outputs, picks)}
 
     call.weights = weights  # the mapped tensors live as long as the function
     weakref.finalize(call, _unregister, name).atexit = False
     return call
+
+
+def mapped_graph_function(path: str, graph_def, inputs: list[str], weights: list[tuple[str, tuple]],
+                          outputs: list[str]) -> Callable:
+    """A frozen GraphDef whose nodes ``weights`` [(name, (offset, dtype, shape))] read ranges of the
+    file at ``path`` -> ``fn(**numpy inputs) -> {output: numpy array}`` with those ranges mapped (no
+    copy). The weight nodes (Const or ImmutableConst) become arguments; ``graph_def`` is not changed.
+    Only the nodes the outputs need are kept; ``inputs`` the outputs do not use are accepted and ignored.
+    """
+    needed = _needed(graph_def, outputs)
+    subgraph = type(graph_def)()
+    subgraph.versions.CopyFrom(graph_def.versions)
+    subgraph.library.CopyFrom(graph_def.library)
+    subgraph.node.extend(node for node in graph_def.node if node.name in needed)
+    graph_def = subgraph
+    nodes = {node.name: node for node in graph_def.node}
+    weights = [(name, entry) for name, entry in weights if name in nodes]
+    for name, (_, _, shape) in weights:
+        to_placeholder(nodes[name], shape)
+    used = _graph_inputs(graph_def, outputs, {name for name, _ in weights})
+    unknown = [n for n in used if n not in inputs]
+    if unknown:
+        raise ModelFileError(f"{path}: the outputs {list(outputs)} also need the input(s) {unknown}")
+    library = function_library(graph_def, used + [name for name, _ in weights], list(outputs))
+    tensors = map_tensors(path, [entry for _, entry in weights])
+    return library_function(path, library, list(inputs), used, tensors, list(outputs), list(outputs))
 
 
 def _unregister(name: str) -> None:
@@ -429,11 +479,16 @@ def _check_call(inputs, arrays) -> None:
 
 def load_graph_function(pb_path: str, inputs: list[str], outputs: list[str]) -> Callable:
     """The same as load_function for a frozen .pb (its weights are parsed into the heap)."""
-    tf = _tf()
     graph_def = read_graph_def(pb_path)
     names = {node.name for node in graph_def.node}
     if not set(inputs) | set(outputs) <= names:
         raise ModelFileError(f"{pb_path}: no node {sorted(set(inputs) | set(outputs) - names)} in the graph")
+    return graph_def_function(graph_def, inputs, outputs)
+
+
+def graph_def_function(graph_def, inputs: list[str], outputs: list[str]) -> Callable:
+    """A frozen GraphDef as ``fn(**numpy inputs) -> {output name: numpy array}`` (all ``inputs`` fed)."""
+    tf = _tf()
 
     def imported(*tensors):
         return tf.graph_util.import_graph_def(
