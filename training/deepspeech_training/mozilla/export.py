@@ -17,6 +17,7 @@ from ds_ctcdecoder.alphabet import Alphabet, UTF8Alphabet
 from ..export_tflite import ExportError
 from ..features import FeatureConfig
 from . import AUDIO_WIN_LEN, AUDIO_WIN_STEP, graph
+from .tflite import tflite_model
 
 TFLITE_QUANTIZE = {"none": False, "dynamic": True}
 
@@ -50,7 +51,7 @@ def write_files(model, features: FeatureConfig, alphabet_labels: list[str], conf
         written.append(config.path(".pbmm"))
         memmapped.write_memmapped(graph_def, written[-1])
     if config.wants_tflite:
-        data = graph.tflite_model(weights, alphabet, config.beam_width, quantize=TFLITE_QUANTIZE[config.quantize],
+        data = tflite_model(weights, alphabet, config.beam_width, quantize=TFLITE_QUANTIZE[config.quantize],
                                   language=language)
         written.append(config.path(".tflite"))
         write_atomic(written[-1], data)
