@@ -12,7 +12,7 @@ from absl import app  # noqa: E402
 
 from . import __version__  # noqa: E402
 from . import evaluate as ev  # noqa: E402
-from .checkpoint import CheckpointError, CheckpointStore, read_description  # noqa: E402
+from .checkpoint import CheckpointError, CheckpointStore  # noqa: E402
 from .data import DataError, load_samples  # noqa: E402
 from .devices import configure_gpus  # noqa: E402
 from .distribute import is_chief, make_strategy, worker_count  # noqa: E402

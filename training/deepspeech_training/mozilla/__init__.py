@@ -1,9 +1,9 @@
 """Mozilla DeepSpeech 0.9's model family (also Coqui STT 1.x's): its geometry, names and constants.
 
 This package is the one place that knows Mozilla's model: its features (26 MFCC), its layers
-(``model.py``), its TF1 release checkpoints (``checkpoint.py``) and its export interface
-(``graph.py``: frozen ``.pb``, TensorFlow's memory-mapped ``.pbmm``, ``.tflite``). Everything is
-keyed on the TF1 variable names below (``WEIGHT_NAMES``): the Keras model gives and takes its
+(``model.py``), its TF1 release checkpoints (``checkpoint.py``) and its export interface (``graph.py``:
+the frozen ``.pb``, also written as TensorFlow's memory-mapped ``.pbmm``; ``tflite.py``; ``export.py``
+writes the files). Everything is keyed on the TF1 variable names below (``WEIGHT_NAMES``): the Keras model gives and takes its
 weights as a ``{name: numpy array}`` dict in exactly the layout of Mozilla's checkpoints.
 
 Facts: ../shared/reference/mozilla-release-format.md (Mozilla v0.9.3, Coqui v1.4.0).
