@@ -208,9 +208,7 @@ def _open_graph(path: str, kind: str):
               for name in ("input_node", "previous_state_c") if name in nodes}
     interface = _interface(path, values, shapes)
     try:
-        from .pbmm import mapped_graph_function
-
-        function = mapped_graph_function(path, graph_def, list(INPUTS), weights, list(OUTPUTS))
+        function = _graph_function(path, graph_def, weights)
     except Exception as err:  # TensorFlow's import of a damaged graph
         raise ModelLoadError(f"{path}: TensorFlow cannot load the graph ({_first_line(err)})",
                              ERR_FAIL_INIT_MMAP if kind == "pbmm" else ERR_FAIL_READ_PROTOBUF) from None
@@ -225,6 +223,23 @@ def _open_graph(path: str, kind: str):
         raise ModelLoadError(f"{path}: the alphabet has {interface['num_classes'] - 1} labels but the model "
                              f"outputs {classes} classes (labels + blank)", ERR_INVALID_ALPHABET)
     return MozillaAcousticModel(path, kind, interface, runner)
+
+
+def _graph_function(path: str, graph_def, mapped: list):
+    """The model function: a .pbmm's weights mapped from the file; a .pb's large Consts turned into
+    tensors first (TensorFlow would otherwise copy them through a FunctionDef)."""
+    from . import pbmm
+
+    if mapped:
+        return pbmm.mapped_graph_function(path, graph_def, list(INPUTS), mapped, list(OUTPUTS))
+    import tensorflow as tf
+
+    weights = []
+    for node in graph_def.node:
+        array = pbmm.mappable(node, 1024)
+        if array is not None:
+            weights.append((node.name, tf.constant(array)))
+    return pbmm.argument_graph_function(path, graph_def, list(INPUTS), weights, list(OUTPUTS))
 
 
 def is_mozilla_graph(names) -> bool:
