@@ -21,7 +21,7 @@ import deepspeech  # noqa: E402
 from deepspeech import client, memmapped  # noqa: E402
 from deepspeech.errors import DeepSpeechError  # noqa: E402
 from deepspeech.mfcc import MfccFeatures, audio_spectrogram, mfcc  # noqa: E402
-from ds_ctcdecoder import Alphabet, Scorer, ctc_beam_search_decoder  # noqa: E402
+from ds_ctcdecoder import Alphabet, ctc_beam_search_decoder  # noqa: E402
 from mozilla_runtime import Runtime, library_path  # noqa: E402
 from replay_graph import build_replay_graph_def, replay_audio, write_replay_pb  # noqa: E402
 
@@ -342,7 +342,7 @@ def test_cli_runs_a_mozilla_model_and_reports_a_bad_one_in_one_line(replays, tmp
     broken.write_bytes(pbmm_path.read_bytes()[:1000])
     assert client.main(["--model", str(broken), "--audio", str(wav)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith(f"deepspeech: error: CreateModel failed with") and str(broken) in err[-1]
+    assert err[-1].startswith("deepspeech: error: CreateModel failed with") and str(broken) in err[-1]
     assert "Traceback" not in "".join(err)
 
 

@@ -134,11 +134,11 @@ def _open_tflite(path: str, quantized: bool) -> "MozillaAcousticModel":
 
 def _op_resolver_without_delegates():
     try:
-        from ai_edge_litert.interpreter import OpResolverType
+        from ai_edge_litert import interpreter as litert
+        return litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     except ImportError:
         import tensorflow as tf
-        OpResolverType = tf.lite.experimental.OpResolverType
-    return OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        return tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
 
 
 class TfliteRunner:
@@ -327,13 +327,13 @@ def _interface(path: str, values: dict, shapes: dict) -> dict:
 
 
 class MozillaAcousticModel(AcousticModel):
-    """A Mozilla-interface export: numpy MFCC features, and ``infer`` run a batch of windows at a time.
-
-    ``runner(windows [k, W, F], (c, h)) -> (probabilities [k, C], (c, h))`` runs one batch."""
+    """A Mozilla-interface export: numpy MFCC features, and ``runner(windows [k, W, F], (c, h)) ->
+    (probabilities [k, C], (c, h))`` running one batch of context windows. The same interface as
+    ``AcousticModel`` (whose ``__init__``, which reads this trainer's metadata, is not called)."""
 
     streaming = True
 
-    def __init__(self, path: str, kind: str, interface: dict, runner):  # noqa: super().__init__ reads our format
+    def __init__(self, path: str, kind: str, interface: dict, runner):
         self.path, self.format, self.runner = path, kind, runner
         self.metadata = {k: v for k, v in interface.items() if k not in ("alphabet", "input_shape")}
         self.metadata["model_format"] = kind
