@@ -199,7 +199,7 @@ def _read_graph(path: str, kind: str):
     try:
         with open(path, "rb") as f:
             graph_def.ParseFromString(f.read())
-    except (DecodeError, RuntimeWarning):
+    except DecodeError:
         return None
     return graph_def, []
 
