@@ -6,9 +6,10 @@
 The flags are those of TensorFlow 1.15's convert_graphdef_memmapped_format, which Mozilla DeepSpeech
 used. The output format depends on the graph:
 - a Mozilla-interface graph (it has `metadata_version` and `input_node` nodes, and not this trainer's
-  JSON `metadata` node: Mozilla's, Coqui's, or this project's export of Mozilla's model) is written in TensorFlow's MemmappedFileSystem format, as TensorFlow's
-  tool writes it, which Mozilla's libdeepspeech and this client load (deepspeech/memmapped.py);
-  constants of at least --min_bytes (default 10000) become ImmutableConst nodes;
+  JSON `metadata` node: Mozilla's, Coqui's, or this project's export of Mozilla's model) is written in
+  TensorFlow's MemmappedFileSystem format, as TensorFlow's tool writes it, which Mozilla's
+  libdeepspeech and this client load (deepspeech/memmapped.py); constants of at least --min_bytes
+  (default 10000) become ImmutableConst nodes;
 - any other graph (this trainer's export) in this project's format (deepspeech/pbmm.py documents
   it): constants of at least --min_bytes (default 1024) become weights mapped from the file; the
   outputs default to the export's `probs` and `new_state` nodes. The same conversion runs with

@@ -43,6 +43,7 @@ INPUTS = ("input_node", "input_lengths", "previous_state_c", "previous_state_h")
 OUTPUTS = ("logits", "new_state_c", "new_state_h")
 METADATA = ("metadata_version", "metadata_sample_rate", "metadata_feature_win_len",
             "metadata_feature_win_step", "metadata_beam_width", "metadata_alphabet")
+TFLITE_INT8 = 9  # the TFLite schema's TensorType.INT8
 NEITHER = "neither an export of this trainer nor a Mozilla DeepSpeech model"
 
 
@@ -62,7 +63,8 @@ def _open(path: str):
     with open(path, "rb") as f:
         head = f.read(16)
     if head[4:8] == b"TFL3":
-        return _open_tflite(path) if _is_mozilla_tflite(path) else None
+        tensors = _mozilla_tflite_tensors(path)
+        return None if tensors is None else _open_tflite(path, quantized=TFLITE_INT8 in tensors.values())
     from . import memmapped, pbmm
 
     if head.startswith(pbmm.MAGIC):
@@ -77,28 +79,37 @@ def _open(path: str):
 
 # ------------------------------------------------------------------------------------------ .tflite
 
-def _is_mozilla_tflite(path: str) -> bool:
-    """Whether a TFLite file lacks our metadata and has an ``input_node`` tensor; False for a file the
-    flatbuffer reader cannot walk (the caller's loader reports it)."""
+def _mozilla_tflite_tensors(path: str) -> dict | None:
+    """{tensor name: TFLite type} of a TFLite file without our metadata and with an ``input_node``
+    tensor; None for an export of this trainer or a file the flatbuffer reader cannot walk (the
+    caller's loader reports it)."""
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         fb = _FlatBuffer(data)
         try:
             model = fb.u32(0)
             if any(fb.bytes(entry, 0) == TFLITE_METADATA.encode() for entry in fb.tables(model, 6)):
-                return False
-            names = {fb.bytes(tensor, 3) for subgraph in fb.tables(model, 2) for tensor in fb.tables(subgraph, 0)}
+                return None
+            types = {}
+            for subgraph in fb.tables(model, 2):
+                for tensor in fb.tables(subgraph, 0):  # Tensor.type 1 (a byte, absent: FLOAT32), .name 3
+                    kind = fb.field(tensor, 1)
+                    types[fb.bytes(tensor, 3)] = data[kind] if kind is not None else 0
         except (struct.error, IndexError, TypeError, ValueError):
-            return False
-    if b"input_node" not in names:
+            return None
+    if b"input_node" not in types:
         raise ModelLoadError(f"{path}: {NEITHER}: a TFLite model without '{TFLITE_METADATA}' metadata or "
                              f"an 'input_node' tensor", ERR_MODEL_INCOMPATIBLE)
-    return True
+    return types
 
 
-def _open_tflite(path: str) -> "MozillaAcousticModel":
+def _open_tflite(path: str, quantized: bool) -> "MozillaAcousticModel":
+    """A quantized model (int8 weights: dynamic-range FULLY_CONNECTED) runs on TFLite's builtin kernels:
+    XNNPACK, a default delegate of current TFLite, quantizes their inputs its own way, where the
+    TFLite of Mozilla's and Coqui's clients ran these builtin kernels (same probabilities, to the bit)."""
     try:
+        options = {"experimental_op_resolver_type": _op_resolver_without_delegates()} if quantized else {}
         interpreter = _interpreter_class()(model_path=path, num_threads=1,
-                                           experimental_disable_delegate_clustering=True)
+                                           experimental_disable_delegate_clustering=True, **options)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as err:
         raise ModelLoadError(f"{path}: the TFLite runtime cannot load it ({_first_line(err)})",
@@ -119,6 +130,15 @@ def _open_tflite(path: str) -> "MozillaAcousticModel":
     shapes = {name: tuple(int(d) for d in tensors[name]["shape"]) for name in ("input_node", "previous_state_c",
                                                                                 "logits")}
     return MozillaAcousticModel(path, "tflite", _interface(path, values, shapes), runner)
+
+
+def _op_resolver_without_delegates():
+    try:
+        from ai_edge_litert import interpreter as litert
+        return litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    except ImportError:
+        import tensorflow as tf
+        return tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
 
 
 class TfliteRunner:
@@ -179,7 +199,7 @@ def _read_graph(path: str, kind: str):
     try:
         with open(path, "rb") as f:
             graph_def.ParseFromString(f.read())
-    except (DecodeError, RuntimeWarning):
+    except DecodeError:
         return None
     return graph_def, []
 
@@ -208,9 +228,7 @@ def _open_graph(path: str, kind: str):
               for name in ("input_node", "previous_state_c") if name in nodes}
     interface = _interface(path, values, shapes)
     try:
-        from .pbmm import mapped_graph_function
-
-        function = mapped_graph_function(path, graph_def, list(INPUTS), weights, list(OUTPUTS))
+        function = _graph_function(path, graph_def, weights)
     except Exception as err:  # TensorFlow's import of a damaged graph
         raise ModelLoadError(f"{path}: TensorFlow cannot load the graph ({_first_line(err)})",
                              ERR_FAIL_INIT_MMAP if kind == "pbmm" else ERR_FAIL_READ_PROTOBUF) from None
@@ -225,6 +243,23 @@ def _open_graph(path: str, kind: str):
         raise ModelLoadError(f"{path}: the alphabet has {interface['num_classes'] - 1} labels but the model "
                              f"outputs {classes} classes (labels + blank)", ERR_INVALID_ALPHABET)
     return MozillaAcousticModel(path, kind, interface, runner)
+
+
+def _graph_function(path: str, graph_def, mapped: list):
+    """The model function: a .pbmm's weights mapped from the file; a .pb's large Consts turned into
+    tensors first (TensorFlow would otherwise copy them through a FunctionDef)."""
+    from . import pbmm
+
+    if mapped:
+        return pbmm.mapped_graph_function(path, graph_def, list(INPUTS), mapped, list(OUTPUTS))
+    import tensorflow as tf
+
+    weights = []
+    for node in graph_def.node:
+        array = pbmm.mappable(node, 1024)
+        if array is not None:
+            weights.append((node.name, tf.constant(array)))
+    return pbmm.argument_graph_function(path, graph_def, list(INPUTS), weights, list(OUTPUTS))
 
 
 def is_mozilla_graph(names) -> bool:
@@ -292,13 +327,13 @@ def _interface(path: str, values: dict, shapes: dict) -> dict:
 
 
 class MozillaAcousticModel(AcousticModel):
-    """A Mozilla-interface export: numpy MFCC features, and ``infer`` run a batch of windows at a time.
-
-    ``runner(windows [k, W, F], (c, h)) -> (probabilities [k, C], (c, h))`` runs one batch."""
+    """A Mozilla-interface export: numpy MFCC features, and ``runner(windows [k, W, F], (c, h)) ->
+    (probabilities [k, C], (c, h))`` running one batch of context windows. The same interface as
+    ``AcousticModel`` (whose ``__init__``, which reads this trainer's metadata, is not called)."""
 
     streaming = True
 
-    def __init__(self, path: str, kind: str, interface: dict, runner):  # noqa: super().__init__ reads our format
+    def __init__(self, path: str, kind: str, interface: dict, runner):
         self.path, self.format, self.runner = path, kind, runner
         self.metadata = {k: v for k, v in interface.items() if k not in ("alphabet", "input_shape")}
         self.metadata["model_format"] = kind

@@ -144,7 +144,7 @@ def read_graph_def(path: str):
 
 # ---------------------------------------------------------------------------------------- converter
 
-def _mappable(node, min_bytes: int):
+def mappable(node, min_bytes: int):
     """The Const's value as a little-endian numpy array if it is to be mapped, else None."""
     if node.op != "Const" or len(node.input):
         return None
@@ -172,7 +172,7 @@ def _split_graph(graph_def, min_bytes: int) -> list[tuple[str, np.ndarray]]:
     """Turns the large Consts of graph_def into Placeholders (in place); returns [(name, value)]."""
     weights = []
     for node in graph_def.node:
-        array = _mappable(node, min_bytes)
+        array = mappable(node, min_bytes)
         if array is not None:
             to_placeholder(node, array.shape)
             weights.append((node.name, array))
@@ -446,22 +446,38 @@ def mapped_graph_function(path: str, graph_def, inputs: list[str], weights: list
     Only the nodes the outputs need are kept; ``inputs`` the outputs do not use are accepted and ignored.
     """
     needed = _needed(graph_def, outputs)
+    weights = [(name, entry) for name, entry in weights if name in needed]
+    tensors = map_tensors(path, [entry for _, entry in weights])
+    return argument_graph_function(path, graph_def, inputs, [(name, t) for (name, _), t in zip(weights, tensors)],
+                                   outputs)
+
+
+def argument_graph_function(path: str, graph_def, inputs: list[str], weights: list[tuple[str, object]],
+                            outputs: list[str]) -> Callable:
+    """A frozen GraphDef with the nodes ``weights`` [(name, tf.Tensor)] turned into arguments that get
+    those tensors -> ``fn(**numpy inputs) -> {output: numpy array}``. The function holds only the
+    graph's small nodes: large constants stay tensors, not protobuf (``graph_def`` is not changed)."""
+    needed = _needed(graph_def, outputs)
     subgraph = type(graph_def)()
     subgraph.versions.CopyFrom(graph_def.versions)
     subgraph.library.CopyFrom(graph_def.library)
-    subgraph.node.extend(node for node in graph_def.node if node.name in needed)
-    graph_def = subgraph
-    nodes = {node.name: node for node in graph_def.node}
-    weights = [(name, entry) for name, entry in weights if name in nodes]
-    for name, (_, _, shape) in weights:
-        to_placeholder(nodes[name], shape)
-    used = _graph_inputs(graph_def, outputs, {name for name, _ in weights})
+    names = {name for name, _ in weights}
+    for node in graph_def.node:
+        if node.name in names:
+            subgraph.node.add(name=node.name, op="Placeholder").attr["dtype"].CopyFrom(node.attr["dtype"])
+        elif node.name in needed:
+            subgraph.node.add().CopyFrom(node)
+    nodes = {node.name: node for node in subgraph.node}
+    weights = [(name, tensor) for name, tensor in weights if name in needed]
+    for name, tensor in weights:
+        to_placeholder(nodes[name], tuple(tensor.shape))
+    used = _graph_inputs(subgraph, outputs, {name for name, _ in weights})
     unknown = [n for n in used if n not in inputs]
     if unknown:
         raise ModelFileError(f"{path}: the outputs {list(outputs)} also need the input(s) {unknown}")
-    library = function_library(graph_def, used + [name for name, _ in weights], list(outputs))
-    tensors = map_tensors(path, [entry for _, entry in weights])
-    return library_function(path, library, list(inputs), used, tensors, list(outputs), list(outputs))
+    library = function_library(subgraph, used + [name for name, _ in weights], list(outputs))
+    return library_function(path, library, list(inputs), used, [t for _, t in weights], list(outputs),
+                            list(outputs))
 
 
 def _unregister(name: str) -> None:
