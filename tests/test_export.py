@@ -23,6 +23,7 @@ from deepspeech_training.model import DeepSpeech2
 sys.path.insert(0, str(ROOT / "native_client" / "python"))
 from deepspeech.runtime import ModelLoadError, load_runtime  # noqa: E402
 from deepspeech.streaming import StreamingDriver  # noqa: E402
+from ds_ctcdecoder.alphabet import Alphabet  # noqa: E402
 
 LABELS = list(" abcdefghijklmnopqrstuvwxyz'")
 FEATURES = FeatureConfig()
@@ -165,7 +166,7 @@ def test_frozen_graph_has_mozillas_metadata_nodes(bidirectional):
     assert value("metadata_sample_rate") == [16000] and value("metadata_beam_width") == [500]
     assert value("metadata_feature_win_len") == [20] and value("metadata_feature_win_step") == [10]
     assert value("metadata_version") == [1]
-    assert json.loads(value("metadata_alphabet")[0]) == LABELS
+    assert Alphabet.Deserialize(value("metadata_alphabet")[0]).labels == LABELS  # Mozilla's binary encoding
     assert json.loads(value("metadata")) == load_runtime(directory / "output_graph.pb").metadata
     assert nodes["features"].op == "Placeholder" and nodes["lengths"].op == "Placeholder"
     assert nodes["probs"].op == "Identity"

@@ -113,7 +113,7 @@ def test_user_errors_are_one_line(tmp_path):
     assert proc.returncode == 1 and "nope.csv: data set CSV not found" in proc.stderr
     assert "Traceback" not in proc.stderr
     proc = run_trainer("--test_files", tmp_path / "x.csv", "--checkpoint_dir", tmp_path / "empty", check=False)
-    assert proc.returncode == 1 and "no model.json" in proc.stderr
+    assert proc.returncode == 1 and "holds neither a model.json" in proc.stderr
 
 
 def test_mandarin_character_alphabet_end_to_end(tmp_path):
