@@ -17,12 +17,16 @@ Graph (version 6 interface, only ops Mozilla's TensorFlow build registers):
 Attributes at their default values are removed from every node, so that TensorFlow 2.3 (inside
 libdeepspeech.so 0.9.3) does not meet attributes it does not know.
 """
+import os
+import sys
+
 import numpy as np
 
-N_STEPS, N_CONTEXT, N_INPUT = 16, 9, 26
-SAMPLE_RATE, WIN_LEN_MS, WIN_STEP_MS = 16000, 32, 20
-AUDIO_WIN_LEN, AUDIO_WIN_STEP = SAMPLE_RATE * WIN_LEN_MS // 1000, SAMPLE_RATE * WIN_STEP_MS // 1000
-GRAPH_VERSION = 6
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "training"))
+
+from deepspeech_training.mozilla import (AUDIO_WIN_LEN, AUDIO_WIN_STEP, GRAPH_VERSION, N_CONTEXT,  # noqa: E402
+                                         N_INPUT, N_STEPS, SAMPLE_RATE, WIN_LEN_MS, WIN_STEP_MS)
+from deepspeech_training.mozilla.graph import strip_default_attrs  # noqa: E402
 
 
 def replay_audio(frames: int) -> np.ndarray:
@@ -112,18 +116,6 @@ def _template(table: np.ndarray, alphabet, beam_width: int):
     graph_def = graph.as_graph_def()
     strip_default_attrs(graph_def)
     return graph_def
-
-
-def strip_default_attrs(graph_def) -> None:
-    """Remove every attribute whose value is its op's default (in place)."""
-    from tensorflow.python.framework import op_def_registry
-
-    for node in graph_def.node:
-        op_def = op_def_registry.get(node.op)
-        for attr in op_def.attr:
-            if attr.HasField("default_value") and attr.name in node.attr \
-                    and node.attr[attr.name] == attr.default_value:
-                del node.attr[attr.name]
 
 
 def write_replay_pb(probs: np.ndarray, alphabet, path, beam_width: int = 500) -> None:

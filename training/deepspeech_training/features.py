@@ -19,9 +19,9 @@ import tensorflow as tf
 from deepspeech.audio import AudioError, audio_info, load_audio, resample  # noqa: F401 (one implementation)
 from deepspeech.features import Framing
 
-KINDS = ("log_spectrogram", "mfcc")
-# Mozilla DeepSpeech 0.9's MFCC (its util/feeding.py; TensorFlow's Mfcc op defaults below 8 kHz)
-MFCC_COEFFICIENTS, MFCC_UPPER_HZ, MFCC_LOWER_HZ, MFCC_CHANNELS = 26, 8000.0, 20.0, 40
+from .mozilla import MFCC_CHANNELS, MFCC_LOWER_HZ, MFCC_UPPER_HZ, N_INPUT as MFCC_COEFFICIENTS
+
+KINDS = ("log_spectrogram", "mfcc")  # the MFCC: Mozilla DeepSpeech 0.9's (its util/feeding.py)
 
 
 @dataclass(frozen=True)
