@@ -50,10 +50,11 @@ BLANK_NUDGE = -1.0  # added to the blank's layer_6 bias (the last class)
 
 # ------------------------------------------------------------------------------------------- exports
 
-def random_weights(n_hidden: int, alphabet_path: str, seed: int = 0) -> dict:
+def random_weights(n_hidden: int, alphabet_path: str, seed: int = 0, peak: float = 1.0) -> dict:
     """Mozilla's initial weights for ``n_hidden``: VarianceScaling(1, fan_avg, uniform) matrices; biases
     N(0, 0.01) rather than Mozilla's zeros (the TFLite converter drops an all-zero bias, and an FC without
-    one is a FULLY_CONNECTED version the old runtimes lack); the blank's layer_6 bias ``BLANK_NUDGE``."""
+    one is a FULLY_CONNECTED version the old runtimes lack); the blank's layer_6 bias ``BLANK_NUDGE``;
+    layer_6's weights times ``peak`` (> 1: peaked outputs, fewer near-ties for the beam search)."""
     import numpy as np
     from deepspeech_training.mozilla import MozillaGeometry
     from ds_ctcdecoder import Alphabet
@@ -68,6 +69,7 @@ def random_weights(n_hidden: int, alphabet_path: str, seed: int = 0) -> dict:
         else:
             weights[name] = rng.normal(0.0, 0.01, shape).astype(np.float32)
     weights["layer_6/bias"][-1] += BLANK_NUDGE
+    weights["layer_6/weights"] *= peak
     return weights
 
 
@@ -81,7 +83,7 @@ def write_exports(args) -> dict[str, str]:
     from ds_ctcdecoder import Alphabet
 
     os.makedirs(args.work, exist_ok=True)
-    weights = random_weights(args.n_hidden, os.path.join(args.data_dir, "alphabet.txt"))
+    weights = random_weights(args.n_hidden, os.path.join(args.data_dir, "alphabet.txt"), peak=args.peak)
     alphabet = Alphabet(os.path.join(args.data_dir, "alphabet.txt")).Serialize()
     graph_def = graph.inference_graph_def(weights, alphabet, args.beam_width)
     if not os.path.exists(paths["pb"]):
@@ -176,7 +178,7 @@ def child(args, runtime: str, model: str, clips: int) -> dict:
 
 def result_row(args, label: str, runtime: str, path: str, runs: list[dict]) -> dict:
     full = runs[-1]
-    row = {"name": f"n{args.n_hidden}", "format": label, "runtime": runtime, "path": os.path.relpath(path, ROOT),
+    row = {"name": args.name, "format": label, "runtime": runtime, "path": os.path.relpath(path, ROOT),
            "size_mb": size_mb(path), "processes": len(runs), "core": args.core, "beam_width": args.beam_width,
            "clips": args.clips, "audio_s": full["audio_s"], "rtf": full["seconds"] / full["audio_s"],
            "threads": full["threads"], "peak_rss_mib": full["rss_end"]["VmHWM"], "texts": full["texts"],
@@ -191,7 +193,8 @@ def result_row(args, label: str, runtime: str, path: str, runs: list[dict]) -> d
 
 def run(args) -> None:
     os.environ.update(THREAD_ENV)  # every child inherits it (call() merges os.environ)
-    args.work = os.path.join(args.work, f"n{args.n_hidden}")
+    args.name = f"n{args.n_hidden}" + (f"-peak{args.peak:g}" if args.peak != 1 else "")
+    args.work = os.path.join(args.work, args.name)
     paths = write_exports(args)
     rows = []
     for label, _, runtimes in FORMATS:
@@ -241,6 +244,7 @@ def main() -> None:
     r = sub.add_parser("run", help="export, measure every format in every runtime, write the rows, report")
     r.add_argument("--data_dir", required=True, help="with alphabet.txt and test.csv")
     r.add_argument("--n_hidden", type=int, default=2048)
+    r.add_argument("--peak", type=float, default=1.0, help="layer_6 weights times this (peaked outputs)")
     r.add_argument("--clips", type=int, default=20, help="stt() of the first N test clips in the last process")
     r.add_argument("--work", default=os.path.join(ROOT, ".cache", "bench", "mozilla_runtime"))
     r.add_argument("--core", type=int, default=1, help="the core every measurement is pinned to")

@@ -8,7 +8,8 @@
 #   bench/mozilla_runtime.sh [DATA_DIR]          (default data/espeak-en)
 # Exports: .cache/bench/mozilla_runtime/n<N_HIDDEN>/ (kept). Rows: bench/results/mozilla_runtime.jsonl
 # (rows of the same size, format and runtime replaced); table on stdout. N_HIDDEN=2048 CLIPS=20 CORE=1
-# REPEATS=3; FORMATS="pb,tflite dynamic" / RUNTIMES="ours,stt": only those.
+# REPEATS=3; FORMATS="pb,tflite dynamic" / RUNTIMES="ours,stt": only those; PEAK=12: layer_6's weights
+# x12 (peaked outputs: no near-ties for the beam search, for the transcript comparison).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -16,4 +17,4 @@ export PYTHONPATH=$PWD/training:$PWD/native_client/python:$PWD/native_client/ctc
 mkdir -p bench/results
 "$PY" bench/mozilla_runtime.py run --data_dir "${1:-data/espeak-en}" --n_hidden "${N_HIDDEN:-2048}" \
   --clips "${CLIPS:-20}" --core "${CORE:-1}" --repeats "${REPEATS:-3}" ${FORMATS:+--formats "$FORMATS"} \
-  ${RUNTIMES:+--runtimes "$RUNTIMES"} ${OUT:+--out "$OUT"}
+  ${RUNTIMES:+--runtimes "$RUNTIMES"} ${OUT:+--out "$OUT"} ${PEAK:+--peak "$PEAK"}
