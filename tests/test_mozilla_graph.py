@@ -344,3 +344,23 @@ def test_operator_versions_the_old_runtimes_lack_are_refused(tflite_files):
     fc.version = 12  # what TF 2.21 writes for per-channel int8 weights
     with pytest.raises(TFLiteExportError, match="FULLY_CONNECTED version 12, which TF 2.3's and TF 2.9's TFLite"):
         check_operators(model)
+
+
+@needs_runtime("deepspeech-tflite", "stt")
+def test_quantized_file_with_zero_biases_loads_in_the_old_runtimes(tmp_path):
+    """Mozilla initializes biases to zero; the converter then leaves them out of FULLY_CONNECTED."""
+    from mozilla_runtime import Runtime
+
+    weights = random_weights(seed=3)
+    for name in weights:
+        if name.endswith("/bias") and name != "layer_6/bias":
+            weights[name][:] = 0.0
+    path = tmp_path / "zero_bias.tflite"
+    path.write_bytes(tflite_model(weights, ALPHABET.Serialize(), beam_width=BEAM, quantize=True))
+    model = TfliteModel(path.read_bytes())
+    audio = clip()
+    want = decode(stream_probs(model, audio), ALPHABET, BEAM)
+    with Runtime("stt").model(path) as loaded:
+        assert loaded.stt(audio) == want and len(want.replace(" ", "")) > 10
+    with Runtime("deepspeech-tflite").model(path) as loaded:
+        assert loaded.stt(audio) == decode(stream_probs(model, audio, stale_window=True), ALPHABET, BEAM)

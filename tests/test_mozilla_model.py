@@ -2,19 +2,22 @@
 (fixtures written by a TF1 graph in Mozilla's exact layout, tests/mozilla_fixtures.py)."""
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_trainer, tiny_config
+from conftest import ROOT, run_trainer, tiny_config
 from deepspeech_training import families
 from deepspeech_training.checkpoint import CheckpointStore
 from deepspeech_training.mozilla import GeometryError, checkpoint as release
 from deepspeech_training.mozilla.model import MozillaConfig, MozillaModel, OverlappingWindows
 from deepspeech_training.train import TrainConfig, make_optimizer
 from deepspeech_training.features import spectrogram
+sys.path.insert(0, str(ROOT / "util"))
+
 from mozilla_fixtures import numpy_forward, reference_features, toy_clip, training_samples, write_broken_checkpoint, \
     write_release_checkpoint
 
@@ -180,6 +183,27 @@ def test_mozillas_fine_tuning_command_on_a_release_checkpoint(tiny_corpus, tmp_p
     wav = sorted((tiny_corpus / "wav" / "dev").glob("*.wav"))[0]
     out = run_trainer("--checkpoint_dir", fixture.directory, "--one_shot_infer", wav).stdout
     assert len(out.splitlines()) == 1 and set(out.strip()) <= set(" abcdefghijklmnopqrstuvwxyz'")
+    export = tmp_path / "export"
+    run_trainer("--checkpoint_dir", fixture.directory, "--export_dir", export, "--export_pbmm", "--export_tflite")
+    _same_transcripts_as_mozillas_runtime(export, sorted((tiny_corpus / "wav" / "dev").glob("*.wav"))[:3])
+
+
+def _same_transcripts_as_mozillas_runtime(export: Path, wavs: list[Path]) -> None:
+    """Each exported file transcribes each clip in our client as in Mozilla's (Coqui's) runtime."""
+    import deepspeech
+    import soundfile
+    from mozilla_runtime import Runtime, library_path
+
+    for name, libraries in (("output_graph.pb", ("deepspeech",)), ("output_graph.pbmm", ("deepspeech",)),
+                            ("output_graph.tflite", ("deepspeech-tflite", "stt"))):
+        ours = deepspeech.Model(str(export / name))
+        for library in libraries:
+            if not library_path(library).is_file():
+                continue
+            theirs = Runtime(library).model(export / name)
+            for wav in wavs:
+                audio = soundfile.read(wav, dtype="int16")[0]
+                assert ours.stt(audio) == theirs.stt(audio), (name, library, wav)
 
 
 def test_transfer_to_a_new_alphabet_drops_layer_6(tiny_corpus, tmp_path):

@@ -43,7 +43,6 @@ INPUTS = ("input_node", "input_lengths", "previous_state_c", "previous_state_h")
 OUTPUTS = ("logits", "new_state_c", "new_state_h")
 METADATA = ("metadata_version", "metadata_sample_rate", "metadata_feature_win_len",
             "metadata_feature_win_step", "metadata_beam_width", "metadata_alphabet")
-TFLITE_INT8 = 9  # the TFLite schema's TensorType.INT8
 NEITHER = "neither an export of this trainer nor a Mozilla DeepSpeech model"
 
 
@@ -63,8 +62,7 @@ def _open(path: str):
     with open(path, "rb") as f:
         head = f.read(16)
     if head[4:8] == b"TFL3":
-        tensors = _mozilla_tflite_tensors(path)
-        return None if tensors is None else _open_tflite(path, quantized=TFLITE_INT8 in tensors.values())
+        return _open_tflite(path) if _is_mozilla_tflite(path) else None
     from . import memmapped, pbmm
 
     if head.startswith(pbmm.MAGIC):
@@ -79,37 +77,36 @@ def _open(path: str):
 
 # ------------------------------------------------------------------------------------------ .tflite
 
-def _mozilla_tflite_tensors(path: str) -> dict | None:
-    """{tensor name: TFLite type} of a TFLite file without our metadata and with an ``input_node``
-    tensor; None for an export of this trainer or a file the flatbuffer reader cannot walk (the
-    caller's loader reports it)."""
+def _is_mozilla_tflite(path: str) -> bool:
+    """True for a TFLite file without our metadata and with an ``input_node`` tensor; False for an
+    export of this trainer or a file the flatbuffer reader cannot walk (the caller's loader reports it)."""
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         fb = _FlatBuffer(data)
         try:
             model = fb.u32(0)
             if any(fb.bytes(entry, 0) == TFLITE_METADATA.encode() for entry in fb.tables(model, 6)):
-                return None
-            types = {}
-            for subgraph in fb.tables(model, 2):
-                for tensor in fb.tables(subgraph, 0):  # Tensor.type 1 (a byte, absent: FLOAT32), .name 3
-                    kind = fb.field(tensor, 1)
-                    types[fb.bytes(tensor, 3)] = data[kind] if kind is not None else 0
+                return False
+            names = {fb.bytes(tensor, 3) for subgraph in fb.tables(model, 2)  # Tensor.name: field 3
+                     for tensor in fb.tables(subgraph, 0)}
         except (struct.error, IndexError, TypeError, ValueError):
-            return None
-    if b"input_node" not in types:
+            return False
+    if b"input_node" not in names:
         raise ModelLoadError(f"{path}: {NEITHER}: a TFLite model without '{TFLITE_METADATA}' metadata or "
                              f"an 'input_node' tensor", ERR_MODEL_INCOMPATIBLE)
-    return types
+    return True
 
 
-def _open_tflite(path: str, quantized: bool) -> "MozillaAcousticModel":
-    """A quantized model (int8 weights: dynamic-range FULLY_CONNECTED) runs on TFLite's builtin kernels:
-    XNNPACK, a default delegate of current TFLite, quantizes their inputs its own way, where the
-    TFLite of Mozilla's and Coqui's clients ran these builtin kernels (same probabilities, to the bit)."""
+def _open_tflite(path: str) -> "MozillaAcousticModel":
+    """Mozilla's models run on TFLite's builtin kernels, without XNNPACK (a default delegate of current
+    TFLite): on a quantized model (int8 weights: dynamic-range FULLY_CONNECTED) XNNPACK quantizes the
+    inputs its own way, where the TFLite of Mozilla's and Coqui's clients ran these builtin kernels (same
+    probabilities, to the bit); on a float model it copies the LSTM weights once per unrolled step
+    (n_hidden 2048: 2.1 GiB for a 189 MB file; 1024: 596 MB against 56 MB, 10x the load time, the same
+    speed: BENCHMARKS.md)."""
     try:
-        options = {"experimental_op_resolver_type": _op_resolver_without_delegates()} if quantized else {}
         interpreter = _interpreter_class()(model_path=path, num_threads=1,
-                                           experimental_disable_delegate_clustering=True, **options)
+                                           experimental_disable_delegate_clustering=True,
+                                           experimental_op_resolver_type=_op_resolver_without_delegates())
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as err:
         raise ModelLoadError(f"{path}: the TFLite runtime cannot load it ({_first_line(err)})",

@@ -127,7 +127,8 @@ def _fc_version(graph, op) -> int | None:
     from tensorflow.lite.python import schema_py_generated as schema
 
     options = op.builtinOptions
-    if len(op.inputs) != 3 or op.inputs[2] < 0 or options is None or options.keepNumDims \
+    # a bias of zeros is left out by the converter (input -1): the old kernels take that too
+    if len(op.inputs) not in (2, 3) or options is None or options.keepNumDims \
             or options.weightsFormat != schema.FullyConnectedOptionsWeightsFormat.DEFAULT:
         return None
     types = [graph.tensors[i].type for i in (op.inputs[0], op.inputs[1], op.outputs[0])]
