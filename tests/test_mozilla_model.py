@@ -235,3 +235,21 @@ def test_bad_checkpoint_directories_are_one_line_errors(tmp_path, tiny_corpus):
         errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
         assert len(errors) == 1 and expected in errors[0], proc.stderr[-2000:]
         assert _listing(directory) == before
+
+
+def test_a_new_mozilla_model_trains_with_the_trainers_capabilities(tiny_corpus, tmp_path):
+    """--model_family mozilla with SortaGrad, --augment, two replicas, bfloat16 mixed precision, a dev set,
+    a test report and a scorer: the family is one module behind the trainer's interface."""
+    proc = run_trainer("--model_family", "mozilla", "--n_hidden", 16, "--checkpoint_dir", tmp_path / "ck",
+                       "--train_files", tiny_corpus / "train.csv", "--dev_files", tiny_corpus / "dev.csv",
+                       "--test_files", tiny_corpus / "test.csv", "--epochs", 1, "--train_batch_size", 4,
+                       "--cpu_devices", 2, "--automatic_mixed_precision", "--mixed_precision_dtype", "bfloat16",
+                       "--augment", "frequency_mask[p=0.5,n=1:2,size=1:2]", "--augment", "volume[p=0.5]",
+                       "--noshow_progressbar", "--beam_width", 4)
+    log = proc.stderr
+    assert "Mozilla DeepSpeech 0.9 model" in log and "MirroredStrategy over 2 device(s)" in log
+    assert "Augmenting training samples: frequency_mask" in log and "Epoch 1: dev" in log
+    assert re.search(r"Test on \S+ - WER: [\d.]+, CER: [\d.]+, loss: [\d.]+", log)
+    description = json.loads((tmp_path / "ck" / "model.json").read_text())
+    assert description["model"]["family"] == "mozilla" and description["features"]["kind"] == "mfcc"
+    assert tf.train.latest_checkpoint(str(tmp_path / "ck"), "best_dev_checkpoint")
