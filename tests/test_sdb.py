@@ -18,7 +18,7 @@ from deepspeech_training import sdb
 from deepspeech_training.augment import Augmenter, parse_augmentations
 from deepspeech_training.augment_ops import peak_dbfs
 from deepspeech_training.data import DataError, load_samples, make_dataset
-from deepspeech_training.features import FeatureConfig
+from deepspeech_training.features import FeatureCache, FeatureConfig
 from deepspeech_training.util import opus
 from ds_ctcdecoder.alphabet import Alphabet
 
@@ -94,8 +94,11 @@ def test_wav_sdb_round_trip_is_bit_exact_and_trains_on_the_same_features(source_
     assert [(s.transcript, s.labels, s.duration) for s in from_csv] == \
         [(s.transcript, s.labels, s.duration) for s in from_sdb]
     order = np.arange(3)
-    for a, b in zip(make_dataset(from_csv, order, features, 3), make_dataset(from_sdb, order, features, 3)):
+    cache = FeatureCache(str(tmp_path / "cache"), features)
+    for a, b in zip(make_dataset(from_csv, order, features, 3),
+                    make_dataset(from_sdb, order, features, 3, cache=cache)):
         assert np.array_equal(a[0][0].numpy(), b[0][0].numpy()) and np.array_equal(a[1][0], b[1][0])
+    assert len(list((tmp_path / "cache").rglob("*.tensor"))) == 3  # one entry per SDB sample
 
 
 def test_opus_sdb_round_trip_keeps_duration_transcripts_and_quality(source_set, tmp_path):
