@@ -2,43 +2,56 @@
 """Write data sets (Mozilla's bin/data_set_tool.py), optionally augmented; look at and listen to what
 ``--augment`` feeds the model.
 
+    bin/data_set_tool.py train.csv train.sdb                      # Opus SDB (--audio-type wav: lossless)
+    bin/data_set_tool.py noise/*.csv noise.sdb --unlabeled        # a noise set for overlay[source=...]
+    bin/data_set_tool.py train.sdb train.tar.gz                   # samples/ + samples.csv, as Mozilla
     bin/data_set_tool.py train.csv preview/aug.csv --number 8 --plots \\
-        --augment "overlay[source=noise.csv,snr=15~15]" --augment reverb[p=0.5] --augment frequency_mask
+        --augment "overlay[source=noise.sdb,snr=15~15]" --augment reverb[p=0.5] --augment frequency_mask
 
-Reads the source CSVs (merged, in order), writes ``TARGET.csv`` and one 16-bit WAV per sample into the
-folder ``TARGET`` (without .csv). ``--augment`` takes the trainer's specs; the WAVs carry the waveform
-(sample- and signal-domain) augmentations, so a pre-augmented set can be written. With ``--plots`` a PNG
-next to each WAV shows the sample's log spectrogram before and after all augmentations, spectrogram
-ones included: exactly the features training would use (before the model's normalization).
-``--clock`` stands for the training clock (0 = start, 1 = end of training) of ``start:end`` ranges.
-Only CSV targets with WAV audio are written (no SDB, tar or Opus).
+Reads the source CSVs and SDBs (merged, in order) and writes the target by its extension: ``.csv`` (and
+one 16-bit WAV per sample in the folder ``TARGET`` without .csv), ``.sdb`` (Mozilla's Sample DataBase,
+Opus at libopus's default or ``--bitrate`` bit/s, or WAV) or ``.tar``/``.tar.gz``/``.tgz`` (Mozilla's
+layout: ``samples/sample00000000.wav``... and ``samples.csv``; ``--include`` adds files to its root).
+Samples are written mono, 16-bit, at ``--audio_sample_rate``. ``--augment`` takes the trainer's specs;
+the audio carries the waveform (sample- and signal-domain) augmentations, so a pre-augmented set can be
+written. With ``--plots`` (CSV targets) a PNG next to each WAV shows the sample's log spectrogram before
+and after all augmentations, spectrogram ones included: exactly the features training would use (before
+the model's normalization). ``--clock`` stands for the training clock (0 = start, 1 = end of training)
+of ``start:end`` ranges.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "training"))
 
-import numpy as np  # noqa: E402
-import soundfile  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from deepspeech.audio import to_int16  # noqa: E402
 
 from deepspeech_training.augment import AugmentError, Augmenter, parse_augmentations  # noqa: E402
-from deepspeech_training.data import DataError, read_csv_rows  # noqa: E402
-from deepspeech_training.features import (AudioError, FeatureConfig, audio_info, audio_tensor,  # noqa: E402
+from deepspeech_training.data import DataError, read_rows, row_audio_info  # noqa: E402
+from deepspeech_training.features import (AudioError, FeatureConfig, audio_tensor,  # noqa: E402
                                           is_native_wav, spectrogram)
+from deepspeech_training.sample_sets import TARGET_KINDS, open_writer, ordered_map, target_kind  # noqa: E402
+from deepspeech_training.sdb import AUDIO_TYPES, SDBError  # noqa: E402
 from deepspeech_training.util.log import log, setup_logging  # noqa: E402
 from deepspeech_training.util.plots import plot_augmented_sample  # noqa: E402
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sources", nargs="+", help="source CSV files")
-    parser.add_argument("target", help="CSV file to write; the WAVs go into a folder of the same name")
+    parser.add_argument("sources", nargs="+", help="source CSV and SDB files")
+    parser.add_argument("target", help="the .csv (its WAVs go into a folder of the same name), .sdb, .tar, "
+                        ".tar.gz or .tgz to write")
+    parser.add_argument("--audio-type", default="opus", choices=sorted(AUDIO_TYPES),
+                        help="audio inside an SDB target: Opus (lossy, small) or WAV")
+    parser.add_argument("--bitrate", type=int, help="Opus bitrate (bit/s) of an SDB target (default: libopus's)")
+    parser.add_argument("--workers", type=int, default=None, help="encoding threads (default: one per CPU)")
+    parser.add_argument("--include", action="append", default=[], help="a file to add to the root of a "
+                        ".tar(.gz) target (repeatable)")
     parser.add_argument("--augment", action="append", default=[], help="augmentation spec, repeatable "
                         "(the trainer's --augment syntax)")
     parser.add_argument("--clock", type=float, default=0.5, help="training clock for start:end values (0-1)")
@@ -52,8 +65,10 @@ def parse_args(argv):
     parser.add_argument("--feature_win_len", type=int, default=20, help="spectrogram window (ms), for plots")
     parser.add_argument("--feature_win_step", type=int, default=10, help="spectrogram step (ms), for plots")
     args = parser.parse_args(argv)
-    if not args.target.endswith(".csv"):
-        parser.error(f"{args.target}: only .csv targets are written (no .sdb or .tar)")
+    if target_kind(args.target) is None:
+        parser.error(f"{args.target}: unknown target kind (use {', '.join(TARGET_KINDS)})")
+    if args.plots and target_kind(args.target) != ".csv":
+        parser.error("--plots writes a PNG beside each WAV: it needs a .csv target")
     return args
 
 
@@ -61,50 +76,54 @@ def readable_rows(sources, labeled, sample_rate):
     """(row, native_wav) of every source row whose audio can be read; the others are named."""
     usable = []
     for source in sources:
-        for row in read_csv_rows(source, labeled=labeled):
+        for row in read_rows(source, labeled=labeled):
             try:
-                info = audio_info(row.path)
-            except AudioError as err:
+                info = row_audio_info(row)
+            except (AudioError, SDBError) as err:
                 log.warning("skipping %s: %s", row.where, err)
                 continue
             usable.append((row, is_native_wav(info, sample_rate)))
     return usable
 
 
-def augmented_samples(rows, augmenter: Augmenter, features: FeatureConfig):
-    """tf.data of (index, original spectrogram, augmented waveform, augmented spectrogram)."""
+def augmented_samples(rows, augmenter: Augmenter, features: FeatureConfig, plots: bool = False):
+    """tf.data of (index, augmented waveform), with ``plots`` also (original spectrogram, augmented
+    spectrogram)."""
     paths = tf.constant([row.path for row, _ in rows])
     native = tf.constant([n for _, n in rows])
+    records = tf.constant([row.record for row, _ in rows], tf.int64)
     transcripts = tf.constant([row.transcript for row, _ in rows])
 
-    def load(index, path, native_wav, transcript):
-        audio = audio_tensor(path, native_wav, features)
+    def load(index, path, native_wav, record, transcript):
+        audio = audio_tensor(path, native_wav, features, record)
         # characters stand in for labels: tempo and speed keep one frame per character for CTC
         labels = tf.strings.unicode_decode(transcript, "UTF-8")
         wave, spec = augmenter.augment_sample(audio, labels, index, index)
-        return index, spectrogram(audio, features), wave, spec
+        return (index, wave, spectrogram(audio, features), spec) if plots else (index, wave)
 
-    ds = tf.data.Dataset.from_tensor_slices((tf.range(len(rows), dtype=tf.int64), paths, native, transcripts))
+    ds = tf.data.Dataset.from_tensor_slices((tf.range(len(rows), dtype=tf.int64), paths, native, records,
+                                             transcripts))
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(4)
 
 
 def write(args, rows, augmenter, features) -> int:
-    folder = args.target[:-len(".csv")]
-    os.makedirs(folder, exist_ok=True)
-    base = os.path.dirname(os.path.abspath(args.target))
-    with open(args.target, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["wav_filename", "wav_filesize", "transcript"])
-        for index, original, wave, spec in augmented_samples(rows, augmenter, features):
-            row = rows[int(index)][0]
-            wav = os.path.join(folder, f"{int(index):06d}.wav")
-            soundfile.write(wav, np.clip(wave.numpy(), -1.0, 1.0), features.sample_rate, subtype="PCM_16")
-            name = os.path.abspath(wav) if args.absolute_paths else os.path.relpath(wav, base)
-            writer.writerow([name, os.path.getsize(wav), row.transcript])
+    writer = open_writer(args.target, labeled=not args.unlabeled, audio_type=AUDIO_TYPES[args.audio_type],
+                         bitrate=args.bitrate, absolute_paths=args.absolute_paths, include=args.include)
+
+    def encode(item):
+        return item, writer.encode(to_int16(item[1].numpy()), features.sample_rate)
+
+    try:
+        for item, data in ordered_map(encode, augmented_samples(rows, augmenter, features, args.plots),
+                                      args.workers or os.cpu_count() or 1):
+            row = rows[int(item[0])][0]
+            written = writer.add_encoded(data, None if args.unlabeled else row.transcript)
             if args.plots:
                 title = f"{row.where}: {row.transcript[:80]}"
-                plot_augmented_sample(original.numpy(), spec.numpy(), wav[:-4] + ".png", title,
+                plot_augmented_sample(item[2].numpy(), item[3].numpy(), written[:-4] + ".png", title,
                                       frame_ms=features.win_step_ms)
+    finally:
+        writer.close()
     return len(rows)
 
 
@@ -123,7 +142,7 @@ def main(argv=None) -> int:
         if augmenter:
             log.info("Augmenting with %s at clock %.2f", augmenter.describe(), args.clock)
         count = write(args, rows, augmenter, features)
-    except (AugmentError, DataError, AudioError, ValueError) as err:
+    except (AugmentError, DataError, AudioError, ValueError, OSError) as err:
         log.error("%s", err)
         return 1
     log.info("Wrote %d samples to %s%s", count, args.target, " with spectrogram PNGs" if args.plots else "")

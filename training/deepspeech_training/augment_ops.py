@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from .augment import Augmentation, SampleContext, ValueRange, float_param, int_param, register
-from .data import read_csv_rows
-from .features import AudioError, FeatureConfig, audio_info, audio_tensor, is_native_wav
+from .data import read_rows, row_audio_info
+from .features import AudioError, FeatureConfig, audio_tensor, is_native_wav
+from .sdb import SDBError
 from .util import opus
 from .util.log import log
 
@@ -136,31 +137,33 @@ def dense_warp(image: tf.Tensor, flow: tf.Tensor) -> tf.Tensor:
 # --- sample domain (the waveform) -------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=8)
-def noise_clips(source: str, sample_rate: int) -> tuple[tuple[str, ...], tuple[bool, ...]]:
-    """The readable, non-empty audio files of an overlay CSV (transcripts optional)."""
-    rows = read_csv_rows(source, labeled=False)
+def noise_clips(source: str, sample_rate: int) -> tuple[tuple[str, ...], tuple[bool, ...], tuple[int, ...]]:
+    """(paths, native WAV?, SDB sample numbers) of the readable, non-empty clips of an overlay CSV or
+    SDB (transcripts optional)."""
+    rows = read_rows(source, labeled=False)
 
     def info(row):
         try:
-            return audio_info(row.path) if os.path.isfile(row.path) else None
-        except AudioError:
+            return row_audio_info(row) if row.record >= 0 or os.path.isfile(row.path) else None
+        except (AudioError, SDBError):
             return None
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         infos = list(pool.map(info, rows))
-    usable = [(row.path, is_native_wav(i, sample_rate)) for row, i in zip(rows, infos) if i and i.frames]
+    usable = [(row, is_native_wav(i, sample_rate)) for row, i in zip(rows, infos) if i and i.frames]
     if len(usable) < len(rows):
-        log.warning("overlay source %s: %d of %d files are missing, unreadable or empty and not used",
+        log.warning("overlay source %s: %d of %d clips are missing, unreadable or empty and not used",
                     source, len(rows) - len(usable), len(rows))
     if not usable:
         raise ValueError(f"source={source} holds no usable audio")
-    return tuple(p for p, _ in usable), tuple(n for _, n in usable)
+    return (tuple(r.path for r, _ in usable), tuple(n for _, n in usable),
+            tuple(r.record for r, _ in usable))
 
 
 @register("overlay")
 @dataclass(frozen=True)
 class Overlay(Augmentation):
-    """Mix in audio from the CSV ``source`` (noise, or speech for babble) ``snr`` dB below the sample.
+    """Mix in audio from the CSV or SDB ``source`` (noise, or speech for babble) ``snr`` dB below the sample.
 
     Each of ``layers`` layers is stitched from random clips (from a random offset of the first) to the
     sample's length. SNR between peak levels, and the result at the sample's peak, as Mozilla.
@@ -182,25 +185,26 @@ class Overlay(Augmentation):
         noise_clips(self.source, features.sample_rate)
 
     def apply(self, audio, ctx: SampleContext):
-        paths, native = noise_clips(self.source, ctx.features.sample_rate)
-        paths, native = tf.constant(paths), tf.constant(native)
+        clips = tuple(tf.constant(c) for c in noise_clips(self.source, ctx.features.sample_rate))
         n = tf.size(audio)
         layers = self.layers.pick(ctx.clock, ctx.draw(1))
 
         def add_layer(i, total):
             seed = tf.random.experimental.stateless_fold_in(ctx.draw(2), i)
-            return i + 1, total + self._layer(n, paths, native, seed, ctx.features)
+            return i + 1, total + self._layer(n, clips, seed, ctx.features)
 
         _, noise = tf.while_loop(lambda i, _: i < layers, add_layer, (0, tf.zeros_like(audio)))
         return mix_at_snr(audio, noise, self.snr.pick(ctx.clock, ctx.draw(3)))
 
     @staticmethod
-    def _layer(n, paths, native, seed, features):
+    def _layer(n, clips, seed, features):
         """n samples stitched from random clips."""
+        paths, native, records = clips
+
         def add_clip(k, stitched):
             draw = tf.random.experimental.stateless_fold_in(seed, k)
             pick = tf.random.stateless_uniform([], draw, 0, tf.size(paths), dtype=tf.int32)
-            clip = audio_tensor(paths[pick], native[pick], features)
+            clip = audio_tensor(paths[pick], native[pick], features, records[pick])
             # the first clip starts at a random offset: short samples do not all get the clips' openings
             start = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(draw, 1))
             offset = tf.where(k == 0, tf.cast(start * tf.cast(tf.size(clip), tf.float32), tf.int32), 0)

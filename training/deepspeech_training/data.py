@@ -1,4 +1,5 @@
-"""CSV data sets (Mozilla's ``wav_filename,wav_filesize,transcript``), validation and tf.data batches.
+"""Data sets (Mozilla's CSV ``wav_filename,wav_filesize,transcript`` or SDB), validation and tf.data
+batches.
 
 Every row is checked before training starts: a missing or unreadable file, an empty transcript, a
 character outside the alphabet, or a transcript too long for CTC at the model's output rate is
@@ -16,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from . import sdb
 from .features import (AudioError, FeatureCache, FeatureConfig, audio_info, audio_tensor, is_native_wav,
                        spectrogram)
 from ds_ctcdecoder.alphabet import Alphabet, UTF8Alphabet
@@ -35,7 +37,13 @@ class Sample:
     labels: tuple[int, ...]
     duration: float
     native_wav: bool
-    where: str  # "train.csv:17" for messages
+    where: str  # "train.csv:17" (a CSV's line) or "train.sdb:16" (an SDB's sample) for messages
+    record: int = -1  # an SDB's sample number (``path`` is the SDB), -1 for an audio file
+
+    @property
+    def name(self) -> str:
+        """The audio's name in reports: its file, or "x.sdb:16" (Mozilla's sample id)."""
+        return f"{self.path}:{self.record}" if self.record >= 0 else self.path
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class Row:
     path: str
     transcript: str
     where: str
+    record: int = -1  # as Sample.record
 
 
 def ctc_frames_needed(labels) -> int:
@@ -71,13 +80,35 @@ def read_csv_rows(csv_path: str, labeled: bool = True) -> list[Row]:
     return rows
 
 
+def read_sdb_rows(sdb_path: str, labeled: bool = True) -> list[Row]:
+    """One row per sample of an SDB (in file order); an unlabeled SDB (noise) gives empty transcripts."""
+    reader = sdb.open_sdb(sdb_path)
+    if labeled and not reader.labeled:
+        raise DataError(f"{sdb_path}: no transcripts (an unlabeled SDB, for noise)")
+    name = os.path.basename(sdb_path)
+    return [Row(reader.path, (reader.transcript(i) or "").strip(), f"{name}:{i}", i) for i in range(len(reader))]
+
+
+def read_rows(path: str, labeled: bool = True) -> list[Row]:
+    """The rows of a data set: a CSV or an SDB (by its .sdb extension)."""
+    return read_sdb_rows(path, labeled) if sdb.is_sdb_path(path) else read_csv_rows(path, labeled)
+
+
+def row_audio_info(row: Row):
+    """The audio's frames, sample rate, format (soundfile's info, or an SDB sample's); raises AudioError
+    or sdb.SDBError."""
+    if row.record >= 0:
+        return sdb.open_sdb(row.path).info(row.record)
+    return audio_info(row.path)
+
+
 def check_row(row: Row, alphabet: Alphabet, features: FeatureConfig, time_stride: int):
     """-> (Sample, None) or (None, (reason kind, message))."""
-    if not os.path.isfile(row.path):
+    if row.record < 0 and not os.path.isfile(row.path):
         return None, ("missing file", f"{row.where} ({row.path}): file not found")
     try:
-        info = audio_info(row.path)
-    except AudioError as err:
+        info = row_audio_info(row)
+    except (AudioError, sdb.SDBError) as err:
         return None, ("unreadable audio", f"{row.where}: {err}")
     if info.frames == 0:
         return None, ("empty audio", f"{row.where} ({row.path}): no audio samples")
@@ -98,13 +129,13 @@ def check_row(row: Row, alphabet: Alphabet, features: FeatureConfig, time_stride
                       f"{ctc_frames_needed(labels)} output frames, the {info.duration:.2f} s clip gives "
                       f"{out_frames}")
     return Sample(row.path, row.transcript, labels, samples / features.sample_rate,
-                  is_native_wav(info, features.sample_rate), row.where), None
+                  is_native_wav(info, features.sample_rate), row.where, row.record), None
 
 
 def load_samples(csv_files: list[str], alphabet: Alphabet, features: FeatureConfig, time_stride: int,
                  limit: int = 0, fail_fast: bool = False, progress: bool = True) -> list[Sample]:
-    """Read and validate CSVs (comma-separated list allowed). Bad rows are reported and skipped."""
-    rows = [row for path in csv_files for row in read_csv_rows(path)]
+    """Read and validate data sets (CSVs or SDBs). Bad rows are reported and skipped."""
+    rows = [row for path in csv_files for row in read_rows(path)]
     if limit:
         rows = rows[:limit]
     label = ",".join(os.path.basename(p) for p in csv_files)
@@ -125,9 +156,10 @@ def load_samples(csv_files: list[str], alphabet: Alphabet, features: FeatureConf
         log.warning("%s: skipped %d of %d rows: %s", label, sum(problems.values()), len(rows), summary)
     if not samples:
         raise DataError(f"{label}: no usable samples")
-    if not all(s.native_wav for s in samples):
+    decoded = sum(not s.native_wav and s.record < 0 for s in samples)
+    if decoded:
         log.warning("%s: %d files are not 16-bit WAV at %d Hz; they are decoded and resampled on the fly",
-                    label, sum(not s.native_wav for s in samples), features.sample_rate)
+                    label, decoded, features.sample_rate)
     hours = sum(s.duration for s in samples) / 3600
     log.info("%s: %d samples, %.2f hours", label, len(samples), hours)
     return samples
@@ -180,18 +212,21 @@ def make_dataset(samples: list[Sample], order: np.ndarray, features: FeatureConf
     order = np.asarray(order, dtype=np.int64)
     paths = tf.constant([samples[i].path for i in order], tf.string)
     native = tf.constant([samples[i].native_wav for i in order], tf.bool)
+    records = tf.constant([samples[i].record for i in order], tf.int64)
     # (a worker of a multi-worker job can have no share of a small set: an empty dataset)
     labels = tf.RaggedTensor.from_row_lengths(
         tf.constant([label for i in order for label in samples[i].labels], tf.int32),
         tf.constant([len(samples[i].labels) for i in order], tf.int64))
-    cache_files = tf.constant([cache.file_for(samples[i].path) if cache else "" for i in order], tf.string)
+    cache_files = tf.constant([cache.file_for(samples[i].path, samples[i].record) if cache else ""
+                               for i in order], tf.string)
     positions = tf.constant(np.arange(len(order)) if positions is None else positions, tf.int64)
-    ds = tf.data.Dataset.from_tensor_slices((paths, native, labels, tf.constant(order), positions,
+    ds = tf.data.Dataset.from_tensor_slices(((paths, native, records), labels, tf.constant(order), positions,
                                              cache_files))
 
-    def featurize(path, native_wav, label, index, position, cache_file):
+    def featurize(audio_source, label, index, position, cache_file):
         def load_audio():
-            return audio_tensor(path, native_wav, features)
+            path, native_wav, record = audio_source
+            return audio_tensor(path, native_wav, features, record)
 
         def plain_spectrogram():
             if cache is None:

@@ -112,7 +112,7 @@ def evaluate(model, strategy, samples: list[Sample], name: str, alphabet: Alphab
 
 
 def _result(sample: Sample, text: str, loss: float) -> SampleResult:
-    return sample_result(sample.path, sample.transcript, text, loss)
+    return sample_result(sample.name, sample.transcript, text, loss)
 
 
 def log_report(report: Report, report_count: int) -> None:

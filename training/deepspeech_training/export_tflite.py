@@ -50,9 +50,9 @@ def output_tensors(fn, frozen) -> dict:
 # ----------------------------------------------------------------------------------------- calibration
 
 def _calibration_rows(csv_files, count: int):
-    from .data import read_csv_rows
+    from .data import read_rows
 
-    rows = [row for path in csv_files for row in read_csv_rows(path, labeled=False)]
+    rows = [row for path in csv_files for row in read_rows(path, labeled=False)]
     if not rows:
         raise ExportError(f"no rows in the calibration files {', '.join(csv_files)}")
     picks = np.unique(np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(int))
@@ -60,13 +60,14 @@ def _calibration_rows(csv_files, count: int):
 
 
 def _calibration_features(csv_files, count: int, features):
-    from .features import AudioError, load_audio, spectrogram
+    from .features import AudioError, load_any, spectrogram
+    from .sdb import SDBError
 
     out = []
     for row in _calibration_rows(csv_files, count):
         try:
-            audio = load_audio(row.path, features.sample_rate)
-        except AudioError as err:
+            audio = load_any(row.path, row.record, features.sample_rate)
+        except (AudioError, SDBError) as err:
             log.warning("Calibration: skipping %s: %s", row.where, err)
             continue
         out.append(spectrogram(tf.constant(audio), features).numpy())

@@ -19,6 +19,7 @@ import tensorflow as tf
 from deepspeech.audio import AudioError, audio_info, load_audio, resample  # noqa: F401 (one implementation)
 from deepspeech.features import Framing
 
+from .sdb import read_audio as read_sdb_audio
 from .mozilla import MFCC_CHANNELS, MFCC_LOWER_HZ, MFCC_UPPER_HZ, N_INPUT as MFCC_COEFFICIENTS
 
 KINDS = ("log_spectrogram", "mfcc")  # the MFCC: Mozilla DeepSpeech 0.9's (its util/feeding.py)
@@ -81,15 +82,32 @@ def is_native_wav(info, sample_rate: int) -> bool:
     return info.format == "WAV" and info.subtype == "PCM_16" and info.samplerate == sample_rate
 
 
-def audio_tensor(path: tf.Tensor, native_wav: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
-    """Decode inside tf.data: TF's WAV decoder for 16-bit WAV at the model rate, else libsndfile."""
+def load_any(path: str, record: int, sample_rate: int) -> np.ndarray:
+    """An audio file (``record`` < 0) or sample ``record`` of the SDB ``path`` -> mono float32."""
+    if record >= 0:
+        return read_sdb_audio(path, record, sample_rate)
+    return load_audio(path, sample_rate)
+
+
+def _text(value) -> str:
+    """A string tensor's value in a numpy_function: bytes in tf.data, a 0-d array when run eagerly."""
+    return (value.item() if isinstance(value, np.ndarray) else value).decode()
+
+
+def audio_tensor(path: tf.Tensor, native_wav: tf.Tensor, config: FeatureConfig,
+                 record: tf.Tensor | None = None) -> tf.Tensor:
+    """Decode inside tf.data: TF's WAV decoder for 16-bit WAV at the model rate, else libsndfile, or
+    with ``record`` >= 0 sample ``record`` of the SDB ``path`` (then ``native_wav`` is False)."""
     def native():
         wav = tf.audio.decode_wav(tf.io.read_file(path), desired_channels=-1)
         return tf.reduce_mean(wav.audio, axis=1)
 
     def other():
-        return tf.numpy_function(lambda p: load_audio(p.decode(), config.sample_rate),
-                                 [path], tf.float32, stateful=False)
+        if record is None:
+            return tf.numpy_function(lambda p: load_audio(p.decode(), config.sample_rate),
+                                     [path], tf.float32, stateful=False)
+        return tf.numpy_function(lambda p, r: load_any(_text(p), int(r), config.sample_rate),
+                                 [path, record], tf.float32, stateful=False)
 
     audio = tf.cond(native_wav, native, other)
     return tf.ensure_shape(audio, [None])
@@ -123,9 +141,11 @@ class FeatureCache:
         self.config = config
         self._config_key = json.dumps(config.to_dict(), sort_keys=True)
 
-    def file_for(self, path: str) -> str:
+    def file_for(self, path: str, record: int = -1) -> str:
+        """The entry of an audio file, or of sample ``record`` (>= 0) of the SDB ``path``."""
         stat = os.stat(path)
-        key = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{self._config_key}"
+        sample = f"{os.path.abspath(path)}:{record}" if record >= 0 else os.path.abspath(path)
+        key = f"{sample}|{stat.st_size}|{stat.st_mtime_ns}|{self._config_key}"
         return os.path.join(self.directory, hashlib.sha1(key.encode()).hexdigest() + ".tensor")
 
     def spectrogram(self, cache_file: tf.Tensor, load_audio) -> tf.Tensor:

@@ -26,10 +26,10 @@ def _default_dir(kind: str) -> str:
 def define_flags() -> None:
     f = flags
     # Data
-    f.DEFINE_string("train_files", "", "comma-separated list of CSV files to train on (merged)")
-    f.DEFINE_string("dev_files", "", "comma-separated list of CSV files to validate on after each epoch "
+    f.DEFINE_string("train_files", "", "comma-separated list of CSV or SDB files to train on (merged)")
+    f.DEFINE_string("dev_files", "", "comma-separated list of CSV or SDB files to validate on after each epoch "
                     "(each reported separately)")
-    f.DEFINE_string("test_files", "", "comma-separated list of CSV files to test on after training")
+    f.DEFINE_string("test_files", "", "comma-separated list of CSV or SDB files to test on after training")
     f.DEFINE_integer("limit_train", 0, "maximum number of training samples (0 = all)")
     f.DEFINE_integer("limit_dev", 0, "maximum number of dev samples per file list (0 = all)")
     f.DEFINE_integer("limit_test", 0, "maximum number of test samples (0 = all)")
@@ -179,9 +179,9 @@ def _define_mozilla_flags() -> None:
     """The rest of Mozilla DeepSpeech 0.9.3's flags: implemented, or accepted with one log line saying
     why they do not apply (``INAPPLICABLE``, logged by ``log_inapplicable_flags``)."""
     f = flags
-    f.DEFINE_string("metrics_files", "", "comma-separated list of CSV files whose CTC loss is logged after "
-                    "each epoch's validation (\"Metrics for epoch N on FILE - loss: L\"); unlike --dev_files "
-                    "it decides nothing (best checkpoint, early stop, plateaus)")
+    f.DEFINE_string("metrics_files", "", "comma-separated list of CSV or SDB files whose CTC loss is logged "
+                    "after each epoch's validation (\"Metrics for epoch N on FILE - loss: L\"); unlike "
+                    "--dev_files it decides nothing (best checkpoint, early stop, plateaus)")
     f.DEFINE_boolean("reverse_train", False, "run the length-sorted training epoch (the first, SortaGrad's) "
                      "longest first instead of shortest first; later epochs are shuffled batches either way")
     f.DEFINE_boolean("reverse_dev", False, "validate (--dev_files, --metrics_files) longest first")

@@ -357,7 +357,7 @@ class Trainer:
         if np.isfinite(losses).all():
             return
         ids = tf.concat(self.strategy.experimental_local_results(indices), 0).numpy()
-        bad = [f"{train[i].where} ({train[i].path})" for i, l in zip(ids, losses) if not np.isfinite(l)]
+        bad = [f"{train[i].where} ({train[i].name})" for i, l in zip(ids, losses) if not np.isfinite(l)]
         log.warning("Non-finite CTC loss, left out of the update: %s", "; ".join(bad))
 
     def _end_epoch(self, epoch, train_loss, dev, eval_step, writers) -> str | None:
