@@ -169,3 +169,37 @@ def test_trained_streaming_model_through_cli_and_evaluate_tflite(tmp_path):
                              "--csv", str(one), "--proc", "1", "--report_count", "1"],
                             capture_output=True, text=True, check=True)
     assert f' - res: "{one_shot}"' in report.stdout and "Test on " in report.stdout
+
+
+@pytest.mark.parametrize("suffix", [".pb", ".pbmm", ".tflite", "saved_model"])
+def test_step_export_takes_a_batch_of_streams(exports, suffix, tmp_path):
+    """A dynamic batch in every format: 3 streams at different positions in one call == 3 calls."""
+    from deepspeech.runtime import load_runtime
+
+    directory = exports["step"][1]
+    if suffix == ".pbmm" and not (directory / "output_graph.pbmm").exists():
+        from deepspeech import pbmm
+        pbmm.convert(str(directory / "output_graph.pb"), str(directory / "output_graph.pbmm"))
+    if suffix == "saved_model" and not (directory / "saved_model").exists():
+        from deepspeech_training.export import write_savedmodel
+        from deepspeech_training.inference import model_function
+
+        model = exports["step"][0]
+        fn = model_function(model, 4)
+        write_savedmodel(fn.function, model, load_runtime(str(directory / "output_graph.pb")).metadata,
+                         str(directory / "saved_model"))
+    runtime = load_runtime(str(directory / "saved_model") if suffix == "saved_model" else exported(
+        exports, "step", suffix))
+    meta = runtime.metadata["streaming"]
+    assert runtime.batched and meta["batch"] == "dynamic"
+    rng = np.random.default_rng(3)
+    rows = [(rng.normal(-5, 3, [1, meta["window_frames"], meta["n_features"]]).astype(np.float32),
+             np.array([4 * k], np.int32), np.array([2 ** 30 if k != 1 else 9], np.int32),
+             rng.normal(0, 0.5, [1, meta["state_size"]]).astype(np.float32)) for k in range(3)]
+    singles = [runtime.step(*row) for row in rows]
+    for _ in range(2):  # the batch size changes between calls (TFLite resizes its inputs)
+        batch = runtime.step(*(np.concatenate(parts) for parts in zip(*rows)))
+        for i, single in enumerate(singles):
+            np.testing.assert_allclose(batch["probs"][i], single["probs"][0], atol=1e-5)
+            np.testing.assert_allclose(batch["new_state"][i], single["new_state"][0], atol=1e-5)
+        runtime.step(*rows[0])

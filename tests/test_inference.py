@@ -72,13 +72,47 @@ def test_step_signature_and_metadata(streaming_model):
     geometry = StreamingGeometry.for_config(model.model_config, meta["n_steps"])
     assert meta == geometry.metadata() and meta["time_stride"] == model.model_config.time_stride
     inputs = {spec.name: spec.shape.as_list() for spec in function.function.structured_input_signature[0]}
-    assert inputs == {"features": [1, meta["window_frames"], 13], "position": [1], "valid_frames": [1],
-                      "state": [1, meta["state_size"]]}
+    assert inputs == {"features": [None, meta["window_frames"], 13], "position": [None],
+                      "valid_frames": [None], "state": [None, meta["state_size"]]}
+    assert meta["batch"] == "dynamic"
     outputs = function.function.structured_outputs
-    assert outputs["probs"].shape.as_list() == [1, meta["n_steps"], 7]
-    assert outputs["new_state"].shape.as_list() == [1, meta["state_size"]]
+    assert outputs["probs"].shape.as_list() == [None, meta["n_steps"], 7]
+    assert outputs["new_state"].shape.as_list() == [None, meta["state_size"]]
     ops = {op.type for op in function.function.graph.get_operations()}
     assert not ops & {"While", "StatelessWhile", "Scan"}  # unrolled: converts to TFLite builtins
+
+
+def _step_calls(function, count=3, seed=7):
+    """Batch-1 inputs of ``count`` streams at different positions (real states from earlier steps),
+    some open (valid_frames unknown), some ending inside their window."""
+    meta = function.streaming
+    step = _numpy_step(function.function)
+    rng = np.random.default_rng(seed)
+    calls = []
+    for i in range(count):
+        state = np.zeros([1, meta["state_size"]], np.float32)
+        for k in range(i + 1):  # stream i has made i steps before the one compared
+            features = rng.normal(0, 1, [1, meta["window_frames"], 13]).astype(np.float32)
+            position = np.array([k * meta["n_steps"]], np.int32)
+            valid = np.array([2 ** 30 if i != 1 else k * meta["n_steps"] * meta["time_stride"] + 2], np.int32)
+            inputs = (features, position, valid, state)
+            state = step(*inputs)[1]
+        calls.append(inputs)
+    return calls
+
+
+def test_batched_step_equals_batch_one_steps(streaming_model):
+    """Rows are independent streams: one call on 3 rows == 3 calls of one row."""
+    _, function = streaming_model
+    calls = _step_calls(function)
+    step = _numpy_step(function.function)
+    singles = [step(*inputs) for inputs in calls]
+    probs, state = step(*(np.concatenate(parts) for parts in zip(*calls)))
+    assert probs.shape[0] == state.shape[0] == 3
+    for row, (p, s) in enumerate(singles):
+        np.testing.assert_allclose(probs[row], p[0], atol=1e-5)
+        np.testing.assert_allclose(state[row], s[0], atol=1e-5)
+    assert not np.allclose(singles[0][0], singles[2][0])  # different streams, different outputs
 
 
 @pytest.mark.parametrize("feeding", ["one_at_a_time", "random_chunks", "run"])

@@ -79,7 +79,7 @@ class StreamingGeometry:
                 "time_stride": self.spans[0].multiplier, "window_offset": self.spans[0].offset,
                 "lookahead": self.lookahead, "state_size": self.state_size,
                 "state_layout": [list(part) for part in self.state_parts],
-                "num_classes": self.num_classes, "n_features": self.n_features}
+                "num_classes": self.num_classes, "n_features": self.n_features, "batch": "dynamic"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,12 +125,13 @@ def forward_function(model: DeepSpeech2):
 
 
 def step_function(model: DeepSpeech2, geometry: StreamingGeometry):
-    """tf.function ``step`` (see the module docstring for the geometry)."""
+    """tf.function ``step`` (see the module docstring for the geometry); the batch axis is dynamic and
+    its rows are independent streams (each its own position, valid frames and state)."""
     signature = [
-        tf.TensorSpec([1, geometry.window_frames, geometry.n_features], tf.float32, name="features"),
-        tf.TensorSpec([1], tf.int32, name="position"),
-        tf.TensorSpec([1], tf.int32, name="valid_frames"),
-        tf.TensorSpec([1, geometry.state_size], tf.float32, name="state"),
+        tf.TensorSpec([None, geometry.window_frames, geometry.n_features], tf.float32, name="features"),
+        tf.TensorSpec([None], tf.int32, name="position"),
+        tf.TensorSpec([None], tf.int32, name="valid_frames"),
+        tf.TensorSpec([None, geometry.state_size], tf.float32, name="state"),
     ]
 
     @tf.function(input_signature=signature)
@@ -142,9 +143,9 @@ def step_function(model: DeepSpeech2, geometry: StreamingGeometry):
 
 
 def _valid_mask(span: LayerSpan, position, length):
-    """[1, count] bool: which of the span's frames lie in [0, length)."""
-    index = position * span.multiplier - span.offset + tf.range(span.count, dtype=tf.int32)
-    return ((index >= 0) & (index < length))[None, :]
+    """position, length [B] -> [B, count] bool: which of each row's span frames lie in [0, length)."""
+    index = position[:, None] * span.multiplier - span.offset + tf.range(span.count, dtype=tf.int32)[None, :]
+    return (index >= 0) & (index < length[:, None])
 
 
 def _masked(x, mask):
@@ -152,7 +153,7 @@ def _masked(x, mask):
 
 
 def _conv_stack(model: DeepSpeech2, geometry: StreamingGeometry, features, position, length):
-    """Raw window -> the conv stack's n_steps output frames [1, n, D] and their mask [1, n]."""
+    """Raw windows [B, W, F] -> the conv stack's n_steps output frames [B, n, D] and their mask [B, n]."""
     config = model.model_config
     mask = _valid_mask(geometry.spans[0], position, length)
     x = _masked(model.normalization(features), mask)
@@ -163,20 +164,35 @@ def _conv_stack(model: DeepSpeech2, geometry: StreamingGeometry, features, posit
         mask = _valid_mask(span, position, length)
         x = conv.activate(conv.convolve_valid(x), mask, training=False)
     if config.conv_type == "2d":
-        x = tf.reshape(x, [1, geometry.n_steps, x.shape[2] * x.shape[3]])
+        x = tf.reshape(x, [-1, geometry.n_steps, x.shape[2] * x.shape[3]])
     return x, mask
 
 
 def _unpack_state(model: DeepSpeech2, geometry: StreamingGeometry, state):
-    """Flat [1, N] -> each RNN layer's state (its zero_state shape) and the held-back frames."""
+    """Flat [B, N] -> each RNN layer's state (its zero_state shape, batch axis second to last) and
+    the held-back frames [B, tau, units]. A row packs its layer states as batch 1 does."""
     sizes = [size for _, size in geometry.state_parts]
     parts = tf.split(state, sizes, axis=1)
-    rnn_states = [tf.reshape(part, ops.shape(rnn.zero_state(1, state.dtype)))
-                  for rnn, part in zip(model.rnns, parts)]
+    rnn_states = []
+    for rnn, part in zip(model.rnns, parts):
+        shape = list(rnn.zero_state(1, state.dtype).shape)  # [..., 1, units]
+        rank = len(shape)
+        row = tf.reshape(part, [-1] + shape[:-2] + shape[-1:])  # [B, ..., units]
+        rnn_states.append(tf.transpose(row, list(range(1, rank - 1)) + [0, rank - 1]))
     held = None
     if geometry.lookahead:
-        held = tf.reshape(parts[-1], [1, geometry.lookahead, model.model_config.rnn_units])
+        held = tf.reshape(parts[-1], [-1, geometry.lookahead, model.model_config.rnn_units])
     return rnn_states, held
+
+
+def _pack_state(rnn_state):
+    """A layer's state [..., B, units] -> its rows [B, size] (the inverse of ``_unpack_state``)."""
+    rank = len(rnn_state.shape)
+    rows = tf.transpose(rnn_state, [rank - 2] + list(range(rank - 2)) + [rank - 1])
+    size = 1
+    for dim in rows.shape[1:]:
+        size *= int(dim)
+    return tf.reshape(rows, [-1, size])
 
 
 def _recur(rnn, x, mask, state, n_steps):
@@ -191,17 +207,17 @@ def _recur(rnn, x, mask, state, n_steps):
 
 def stream_step(model: DeepSpeech2, geometry: StreamingGeometry, features, position,
                 valid_frames, state):
-    """The step's computation: -> probs [1, n, C] for output frames position - tau + (0..n-1),
-    and the new flat state."""
-    x, mask = _conv_stack(model, geometry, features, position[0], valid_frames[0])
+    """The step's computation for a batch of B streams: -> probs [B, n, C] for each row's output
+    frames position - tau + (0..n-1), and the new flat states [B, N]."""
+    x, mask = _conv_stack(model, geometry, features, position, valid_frames)
     rnn_states, held = _unpack_state(model, geometry, state)
     new_parts = []
     for rnn, rnn_state in zip(model.rnns, rnn_states):
         x, rnn_state = _recur(rnn, x, mask, rnn_state, geometry.n_steps)
-        new_parts.append(tf.reshape(rnn_state, [1, -1]))
+        new_parts.append(_pack_state(rnn_state))
     if held is not None:  # outputs are delayed by tau: the last tau frames wait for their context
         x = tf.concat([held, x], axis=1)
-        new_parts.append(tf.reshape(x[:, -geometry.lookahead:], [1, -1]))
+        new_parts.append(tf.reshape(x[:, -geometry.lookahead:], [-1, geometry.lookahead * x.shape[-1]]))
         x = model.lookahead.valid(x)
     probs = tf.nn.softmax(tf.cast(model.head(x), tf.float32), axis=-1)
     return probs, tf.cast(tf.concat(new_parts, axis=1), tf.float32)

@@ -64,12 +64,23 @@ class Runtime:
         return self._call(features=features, lengths=np.asarray(lengths, np.int32).reshape(1))["probs"]
 
     def step(self, features, position, valid_frames, state) -> dict:
-        """One streaming step (see ``streaming.py``) -> {"probs": [1, n_steps, C], "new_state": [1, N]}."""
+        """One streaming step (see ``streaming.py``) of B streams: features [B, W, F], position [B],
+        valid_frames [B], state [B, N] -> {"probs": [B, n_steps, C], "new_state": [B, N]}.
+        B > 1 needs an export with a dynamic batch (``batched``)."""
         self._expect("step")
-        return self._call(features=np.asarray(features, np.float32),
-                          position=np.asarray(position, np.int32).reshape(1),
-                          valid_frames=np.asarray(valid_frames, np.int32).reshape(1),
+        features = np.asarray(features, np.float32)
+        if len(features) != 1 and not self.batched:
+            raise ValueError(f"{self.path}: an export with a fixed batch of 1 (re-export it for batches)")
+        return self._call(features=features,
+                          position=np.asarray(position, np.int32).reshape(-1),
+                          valid_frames=np.asarray(valid_frames, np.int32).reshape(-1),
                           state=np.asarray(state, np.float32))
+
+    @property
+    def batched(self) -> bool:
+        """Whether ``step`` takes several streams at once (metadata ``streaming.batch`` "dynamic";
+        older exports have a fixed batch of 1)."""
+        return (self.metadata.get("streaming") or {}).get("batch") == "dynamic"
 
     def _expect(self, name: str) -> None:
         if self.function_name != name:
