@@ -56,27 +56,63 @@ class StreamingDriver:
 
     def feed(self, frames) -> np.ndarray:
         """Append feature frames [k, F] -> probabilities [m, C] of the output frames now final."""
+        self.append(frames)
+        return self._run_pending()
+
+    def finish(self) -> np.ndarray:
+        """End the stream -> probabilities [rest, C] of the remaining output frames."""
+        self.close()
+        return self._run_pending()
+
+    # The same bookkeeping for a caller that runs ``step`` itself, batching several streams'
+    # steps into one call (the streaming server): ``append``/``close``, then while ``pending()``
+    # gives a step's inputs, run it and hand its row of outputs to ``advance``.
+
+    def append(self, frames) -> None:
+        """Append feature frames [k, F] without running any step."""
         if self._finished:
             raise RuntimeError("the stream is finished: call reset() to start another")
         frames = np.asarray(frames, np.float32).reshape(-1, self.n_features)
         self._buffer = np.concatenate([self._buffer, frames])
         self._received += len(frames)
-        out = []
-        while self._window_start() + self.window_frames <= self._received:
-            out.append(self._run_step(UNKNOWN_LENGTH, limit=None))
-        self._drop_consumed()
-        return self._join(out)
 
-    def finish(self) -> np.ndarray:
-        """End the stream -> probabilities [rest, C] of the remaining output frames."""
+    def close(self) -> None:
+        """No more frames: the remaining steps see the true length."""
         if self._finished:
             raise RuntimeError("the stream is already finished")
         self._finished = True
-        total = -(-self._received // self.time_stride)
-        out = []
-        while self._emitted < total:
-            out.append(self._run_step(self._received, limit=total))
-        return self._join(out)
+
+    @property
+    def state(self) -> np.ndarray:
+        """The recurrent state [1, N] the next step starts from."""
+        return self._state
+
+    def pending(self) -> tuple[np.ndarray, int, int] | None:
+        """The next step's inputs (window [W, F], position, valid_frames) when it can run now, else
+        None (its window is not complete yet, or a closed stream has given all its frames)."""
+        if self._finished:
+            if self._emitted >= self._total():
+                return None
+            return self._window()[0], self._position, self._received
+        if self._window_start() + self.window_frames <= self._received:
+            return self._window()[0], self._position, UNKNOWN_LENGTH
+        return None
+
+    def advance(self, probs, new_state) -> np.ndarray:
+        """The outputs of the step ``pending()`` gave (probs [n_steps, C], new_state [N], one row of a
+        batch) -> probabilities [m, C] of the output frames that became final."""
+        self._state = np.asarray(new_state, np.float32).reshape(1, self.state_size)
+        first = self._position - self.lookahead  # the output frame of probs[0]
+        self._position += self.n_steps
+        end = first + self.n_steps if not self._finished else min(first + self.n_steps, self._total())
+        keep = np.asarray(probs, np.float32).reshape(self.n_steps, -1)[
+            max(self._emitted - first, 0):max(end - first, 0)]
+        self._emitted += len(keep)
+        self._drop_consumed()
+        return keep
+
+    def _total(self) -> int:
+        return -(-self._received // self.time_stride)
 
     def run(self, frames) -> np.ndarray:
         """One-shot: all feature frames [T, F] of an utterance -> probabilities [T', C]."""
@@ -97,17 +133,15 @@ class StreamingDriver:
             window[lo - start:hi - start] = self._buffer[lo - self._buffer_start:hi - self._buffer_start]
         return window[None]
 
-    def _run_step(self, valid_frames: int, limit: int | None) -> np.ndarray:
-        result = self._step(self._window(), np.array([self._position], np.int32),
-                            np.array([valid_frames], np.int32), self._state)
-        probs, state = (result["probs"], result["new_state"]) if isinstance(result, dict) else result
-        self._state = np.asarray(state, np.float32).reshape(1, self.state_size)
-        first = self._position - self.lookahead  # the output frame of probs[0, 0]
-        self._position += self.n_steps
-        end = first + self.n_steps if limit is None else min(first + self.n_steps, limit)
-        keep = np.asarray(probs, np.float32)[0, max(self._emitted - first, 0):max(end - first, 0)]
-        self._emitted += len(keep)
-        return keep
+    def _run_pending(self) -> np.ndarray:
+        out = []
+        while (inputs := self.pending()) is not None:
+            window, position, valid = inputs
+            result = self._step(window[None], np.array([position], np.int32), np.array([valid], np.int32),
+                                self._state)
+            probs, state = (result["probs"], result["new_state"]) if isinstance(result, dict) else result
+            out.append(self.advance(np.asarray(probs)[0], state))
+        return self._join(out)
 
     def _drop_consumed(self) -> None:
         """Forget the frames no later window reads."""
