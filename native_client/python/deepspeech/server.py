@@ -1,0 +1,296 @@
+"""``deepspeech-server``: a streaming recognition server (WebSocket, Vosk's protocol, Batch Dispatch).
+
+    deepspeech-server --model output_graph.tflite [--scorer kenlm.scorer] --port 2700
+
+Protocol (Vosk's, so that its clients work), on one WebSocket port:
+
+- optionally first, a text message ``{"config": {"sample_rate": 8000, "words": true,
+  "max_alternatives": 0}}`` (defaults: the model's rate, words true, 0);
+- binary messages of 16-bit little-endian mono PCM at that rate, of any length (even byte counts);
+  each is answered with ``{"partial": "..."}``, the transcript so far, once its audio is decoded;
+- a text message ``{"eof": 1}``; the server answers ``{"text": "...", "result": [{"word", "start",
+  "end", "conf"}, ...]}`` (``"alternatives": [{"text", "confidence", "result"}]`` with
+  ``max_alternatives`` > 0) and closes the connection (code 1000).
+
+Faults close the connection with a reason: 1007 for malformed input (an odd byte count, bad JSON,
+wrong types), 1008 for messages out of place (text that is neither config nor eof, config after
+audio) and for limits (``--max_stream_seconds``; ``--idle_timeout`` without a message); messages
+over ``--max_message_bytes`` get 1009 from the websockets library. Beyond ``--max_streams``
+connections, new ones get HTTP 503 before the handshake. SIGTERM (or SIGINT) stops accepting, ends
+every open stream as if its client had sent eof (its final result is sent), and exits.
+
+The model and the beam searches run on the dispatcher's threads (``dispatch.py``), never on the
+event loop's. Only unidirectional ('step') exports are served: a bidirectional model is refused at
+start. One log line per stream.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from .dispatch import EOF, Dispatcher, NotStreamable, Recognition, streaming_parts
+
+log = logging.getLogger("deepspeech.server")
+MALFORMED, POLICY = 1007, 1008
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model: str
+    scorer: str = ""
+    host: str = "127.0.0.1"
+    port: int = 2700
+    max_batch: int = 32
+    max_streams: int = 100
+    idle_timeout: float = 30.0
+    max_stream_seconds: float = 600.0
+    max_message_bytes: int = 1 << 20
+
+
+class Fault(Exception):
+    """A client's protocol error: the connection closes with ``code`` and ``reason``."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+def _check_config(config, model_rate: int) -> tuple[int, bool, int]:
+    """Vosk's config object -> (sample_rate, words, max_alternatives)."""
+    if not isinstance(config, dict):
+        raise Fault(MALFORMED, "config must be an object")
+    unknown = set(config) - {"sample_rate", "words", "max_alternatives", "hot_words", "phrase_list"}
+    if unknown:
+        raise Fault(MALFORMED, f"unknown config field(s) {', '.join(sorted(unknown))}")
+    rate = config.get("sample_rate", model_rate)
+    if isinstance(rate, float) and rate.is_integer():
+        rate = int(rate)
+    if isinstance(rate, bool) or not isinstance(rate, int) or not 1000 <= rate <= 384000:
+        raise Fault(MALFORMED, "config sample_rate must be an integer from 1000 to 384000")
+    words = config.get("words", True)
+    if not isinstance(words, bool):
+        raise Fault(MALFORMED, "config words must be true or false")
+    alternatives = config.get("max_alternatives", 0)
+    if isinstance(alternatives, bool) or not isinstance(alternatives, int) or not 0 <= alternatives <= 100:
+        raise Fault(MALFORMED, "config max_alternatives must be an integer from 0 to 100")
+    return rate, words, alternatives
+
+
+def _parse_text(text: str) -> dict:
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise Fault(MALFORMED, "a text message that is not JSON") from None
+    if not isinstance(message, dict):
+        raise Fault(MALFORMED, "a JSON message must be an object")
+    return message
+
+
+class Server:
+    """The model, its dispatcher and the WebSocket server. ``run()`` serves until SIGTERM/SIGINT."""
+
+    def __init__(self, config: ServerConfig):
+        from . import Model
+
+        self.config = config
+        self.model = Model(config.model)
+        self.acoustic, runtime = streaming_parts(self.model, config.model)
+        if config.scorer:
+            self.model.enableExternalScorer(config.scorer)
+        self.dispatcher = Dispatcher(runtime, config.max_batch, on_error=self._model_failed)
+        self._ids = itertools.count(1)
+        self._admitted = 0
+        self._sessions: dict[int, tuple[Recognition, asyncio.Task]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Future | None = None
+
+    # --- connection admission: HTTP 503 before the handshake beyond --max_streams
+    def _process_request(self, connection, request):
+        if self._admitted >= self.config.max_streams:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many streams, try later\n")
+        self._admitted += 1
+        asyncio.get_running_loop().create_task(self._release(connection))
+        return None
+
+    async def _release(self, connection) -> None:
+        try:
+            await connection.wait_closed()
+        finally:
+            self._admitted -= 1
+
+    # --- one stream
+    async def _handle(self, websocket) -> None:
+        outbox: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def post(message):
+            loop.call_soon_threadsafe(outbox.put_nowait, message)
+
+        stream_id, started = next(self._ids), time.monotonic()
+        recognition = Recognition(stream_id, self.acoustic, self.model._decoding(), self.acoustic.sample_rate,
+                                  True, 0, post)
+        receiver = asyncio.current_task()
+        self._sessions[stream_id] = (recognition, receiver)
+        sender = loop.create_task(self._send(websocket, outbox))
+        status = "done"
+        try:
+            await self._receive(websocket, recognition)
+            status = await sender
+        except Fault as fault:
+            status = f"closed {fault.code}: {fault.reason}"
+            self.dispatcher.drop(recognition)
+            sender.cancel()
+            await websocket.close(fault.code, fault.reason)
+        except asyncio.CancelledError:  # SIGTERM: finish the stream with its final
+            self.dispatcher.submit(recognition, EOF)
+            status = await sender
+        except Exception as err:  # noqa: BLE001 (the client went away: websockets' ConnectionClosed)
+            status = f"disconnected ({type(err).__name__})"
+            self.dispatcher.drop(recognition)
+            sender.cancel()
+        finally:
+            self._sessions.pop(stream_id, None)
+            self._log(recognition, websocket, started, status)
+
+    async def _receive(self, websocket, recognition: Recognition) -> None:
+        """Until eof; raises Fault for a broken protocol."""
+        config, audio_seen, samples = self.config, False, 0
+        while True:
+            try:
+                message = await asyncio.wait_for(websocket.recv(), config.idle_timeout)
+            except TimeoutError:
+                raise Fault(POLICY, f"idle for {config.idle_timeout:g} s") from None
+            if isinstance(message, bytes):
+                if len(message) % 2:
+                    raise Fault(MALFORMED, f"audio of {len(message)} bytes: 16-bit samples need an even count")
+                samples += len(message) // 2
+                if samples > config.max_stream_seconds * recognition.sample_rate:
+                    raise Fault(POLICY, f"stream longer than {config.max_stream_seconds:g} s")
+                audio_seen = True
+                self.dispatcher.submit(recognition, message)
+                continue
+            data = _parse_text(message)
+            if "config" in data and len(data) == 1:
+                if audio_seen:
+                    raise Fault(POLICY, "config after audio")
+                rate, words, alternatives = _check_config(data["config"], self.acoustic.sample_rate)
+                recognition.sample_rate, recognition.words = rate, words
+                recognition.max_alternatives = alternatives
+            elif "eof" in data and len(data) == 1:
+                self.dispatcher.submit(recognition, EOF)
+                return
+            else:
+                raise Fault(POLICY, "text where audio was expected (only config and eof are text)")
+
+    async def _send(self, websocket, outbox: asyncio.Queue) -> str:
+        """Partials and the final, in order; closes after the final -> a status for the log."""
+        while True:
+            message = await outbox.get()
+            if message is EOF:
+                await websocket.close(1000, "done")
+                return "done"
+            if isinstance(message, Fault):
+                await websocket.close(message.code, message.reason)
+                return f"closed {message.code}: {message.reason}"
+            await websocket.send(json.dumps(message))
+
+    def _model_failed(self, recognition: Recognition) -> None:
+        """Called on the model worker: the stream's step failed."""
+        recognition.post(Fault(1011, "the model failed on this stream"))
+
+    def _log(self, recognition: Recognition, websocket, started: float, status: str) -> None:
+        peer = websocket.remote_address[0] if websocket.remote_address else "?"
+        audio = recognition.driver._received * self.acoustic.framing.win_step_ms / 1000.0
+        final = "" if recognition.final_latency is None else f", final {1000 * recognition.final_latency:.0f} ms after eof"
+        error = f", error {recognition.error}" if recognition.error else ""
+        log.info("stream %d from %s: %.2f s audio in %.2f s, %d steps%s: %s%s", recognition.id, peer, audio,
+                 time.monotonic() - started, recognition.steps, final, status, error)
+
+    # --- serving
+    async def serve(self, ready=None, handle_signals: bool = True) -> None:
+        """Serve until SIGTERM/SIGINT (``handle_signals``, main thread only) or ``shutdown()``;
+        ``ready(port)`` is called once listening."""
+        from websockets.asyncio.server import serve
+
+        loop = self._loop = asyncio.get_running_loop()
+        stop = self._stop = loop.create_future()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._request_stop)
+        self.dispatcher.start()
+        try:
+            async with serve(self._handle, self.config.host, self.config.port,
+                             process_request=self._process_request, max_size=self.config.max_message_bytes,
+                             ping_interval=None) as server:
+                port = next(iter(server.sockets)).getsockname()[1]
+                log.info("listening on ws://%s:%d (model %s, max batch %d)", self.config.host, port,
+                         self.config.model, self.config.max_batch)
+                if ready is not None:
+                    ready(port)
+                await stop
+                log.info("stopping: finishing %d open stream(s)", len(self._sessions))
+                server.close(close_connections=False)  # no new connections
+                for recognition, task in list(self._sessions.values()):
+                    if recognition.eof_time is None:  # still receiving: end it as if eof came
+                        task.cancel()
+                await server.wait_closed()
+        finally:
+            self.dispatcher.stop()
+        log.info("stopped; batch sizes %s", dict(sorted(self.dispatcher.batch_sizes.items())))
+
+
+    def _request_stop(self) -> None:
+        if not self._stop.done():
+            self._stop.set_result(None)
+
+    def shutdown(self) -> None:
+        """From any thread: what SIGTERM does."""
+        self._loop.call_soon_threadsafe(self._request_stop)
+
+
+def parse_args(argv=None) -> ServerConfig:
+    parser = argparse.ArgumentParser(prog="deepspeech-server", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="a unidirectional export (.pb, .pbmm, .tflite, SavedModel)")
+    parser.add_argument("--scorer", default="", help="an external scorer (language model)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=2700, help="0: any free port")
+    parser.add_argument("--max_batch", type=int, default=32, help="most streams in one model call")
+    parser.add_argument("--max_streams", type=int, default=100, help="more connections get HTTP 503")
+    parser.add_argument("--idle_timeout", type=float, default=30.0, help="seconds without a message")
+    parser.add_argument("--max_stream_seconds", type=float, default=600.0, help="of audio a stream")
+    parser.add_argument("--max_message_bytes", type=int, default=1 << 20)
+    args = parser.parse_args(argv)
+    for name in ("max_batch", "max_streams", "max_message_bytes"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    return ServerConfig(**vars(args))
+
+
+def main(argv=None) -> int:
+    config = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    from .errors import DeepSpeechError
+
+    try:
+        server = Server(config)
+    except (NotStreamable, DeepSpeechError, ValueError) as err:
+        print(f"deepspeech-server: {err}", file=sys.stderr)
+        return 1
+
+    def ready(port: int) -> None:
+        print(f"listening on port {port}", flush=True)
+
+    asyncio.run(server.serve(ready))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The streaming server (deepspeech-server) on a tiny unidirectional export: Vosk's protocol, finals
+equal to offline stt(), Batch Dispatch == unbatched, malformed input, 503, SIGTERM drain."""
+import json
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from test_client_export import exported, exports, speechlike  # noqa: F401 (the fixture)
+
+import deepspeech
+
+websockets = pytest.importorskip("websockets")
+from websockets.sync.client import connect  # noqa: E402
+
+from deepspeech.dispatch import NotStreamable  # noqa: E402
+from deepspeech.server import Server, ServerConfig  # noqa: E402
+
+
+class Running:
+    """A Server on a thread of its own (its event loop), on a free port."""
+
+    def __init__(self, **options):
+        self.server = Server(ServerConfig(port=0, **options))
+        started = threading.Event()
+
+        def ready(port):
+            self.port = port
+            started.set()
+
+        import asyncio
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(ready, handle_signals=False)))
+        self.thread.start()
+        assert started.wait(30)
+        self.url = f"ws://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def transcribe(url, audio, chunk, config=None, sample_rate=None):
+    """Send audio in chunks of ``chunk`` samples -> (partials, final, close code/reason)."""
+    partials = []
+    with connect(url, max_size=None) as ws:
+        if config is not None:
+            ws.send(json.dumps({"config": config}))
+        data = audio.astype("<i2").tobytes()
+        for offset in range(0, len(data), 2 * chunk):
+            ws.send(data[offset:offset + 2 * chunk])
+            partials.append(json.loads(ws.recv())["partial"])  # Vosk's lockstep clients: one answer each
+        ws.send('{"eof" : 1}')
+        final = json.loads(ws.recv())
+        with pytest.raises(websockets.ConnectionClosedOK):
+            ws.recv()
+        return partials, final, (ws.close_code, ws.close_reason)
+
+
+@pytest.fixture(scope="module")
+def step_model(exports):  # noqa: F811
+    path = exported(exports, "step")
+    clips = [speechlike(seconds, seed) for seconds, seed in ((1.3, 1), (0.7, 2), (2.1, 3), (1.0, 4))]
+    model = deepspeech.Model(path)
+    return path, clips, [model.stt(clip) for clip in clips]
+
+
+@pytest.mark.parametrize("max_batch", [1, 8])
+def test_concurrent_streams_get_the_offline_transcript(step_model, max_batch):
+    path, clips, expected = step_model
+    assert all(expected)  # the random model says something
+    chunks = [160, 1000, 333, 4800]
+    with Running(model=path, max_batch=max_batch) as running:
+        with ThreadPoolExecutor(len(clips)) as pool:
+            results = list(pool.map(lambda i: transcribe(running.url, clips[i], chunks[i]), range(len(clips))))
+        batches = dict(running.server.dispatcher.batch_sizes)
+    for (partials, final, close), text, clip, chunk in zip(results, expected, clips, chunks):
+        assert final["text"] == text
+        assert close == (1000, "done")
+        assert len(partials) == -(-len(clip) // chunk)
+        assert "".join(w["word"] + " " for w in final["result"]).strip() == " ".join(text.split())
+        starts = [w["start"] for w in final["result"]]
+        assert starts == sorted(starts) and all(w["end"] > w["start"] for w in final["result"])
+    assert max(batches) <= max_batch
+    if max_batch == 1:
+        assert set(batches) == {1}
+
+
+def test_batched_and_unbatched_finals_are_identical(step_model):
+    path, clips, _ = step_model
+    finals = {}
+    for max_batch in (1, 4):
+        with Running(model=path, max_batch=max_batch) as running:
+            with ThreadPoolExecutor(len(clips)) as pool:
+                finals[max_batch] = list(pool.map(
+                    lambda clip: transcribe(running.url, clip, 800, config={"max_alternatives": 2})[1], clips))
+            if max_batch == 4:
+                assert max(running.server.dispatcher.batch_sizes) > 1  # streams did share calls
+    assert finals[1] == finals[4]
+    assert all(len(f["alternatives"]) >= 1 and "confidence" in f["alternatives"][0] for f in finals[1])
+
+
+def test_other_sample_rates_are_resampled(step_model):
+    from deepspeech.audio import from_int16, resample, to_int16
+
+    path, clips, _ = step_model
+    audio8k = to_int16(resample(from_int16(clips[2]), 16000, 8000))
+    with Running(model=path) as running:
+        _, final, _ = transcribe(running.url, audio8k, len(audio8k), config={"sample_rate": 8000, "words": False})
+        _, chunked, _ = transcribe(running.url, audio8k, 1000, config={"sample_rate": 8000})
+    assert "result" not in final
+    model = deepspeech.Model(path)  # offline on the same float resampled audio (not requantized)
+    audio = resample(from_int16(audio8k), 8000, 16000)
+    back = str(model._decoding().decode(model._impl.probs(model._impl.features(audio)), 1).transcripts[0])
+    assert final["text"] == back  # one chunk: the same resampling as the whole clip
+    assert chunked["text"] and chunked["result"]  # chunk by chunk: close to it, not bit-exact
+
+
+@pytest.mark.parametrize("messages, code, reason", [
+    ([b"\x00\x01\x02"], 1007, "even count"),
+    ([b"\x00\x00" * 100, "hello"], 1007, "not JSON"),
+    (["[1, 2]"], 1007, "object"),
+    (['{"partial": 1}'], 1008, "text where audio"),
+    (['{"config": {"sample_rate": "fast"}}'], 1007, "sample_rate"),
+    (['{"config": {"words": 1}}'], 1007, "words"),
+    (['{"config": {"max_alternatives": -1}}'], 1007, "max_alternatives"),
+    (['{"config": 5}'], 1007, "object"),
+    ([b"\x00\x00" * 100, '{"config": {}}'], 1008, "after audio"),
+    ([b"\x00\x00" * 40000], 1008, "longer than"),
+    ([b"\x00" * 100_002], 1009, ""),
+])
+def test_malformed_input_closes_with_a_reason(step_model, messages, code, reason):
+    path = step_model[0]
+    with Running(model=path, max_stream_seconds=2.0, max_message_bytes=100_000) as running:
+        with connect(running.url) as ws:
+            for message in messages:
+                ws.send(message)
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    assert "partial" in json.loads(ws.recv())
+            assert ws.close_code == code and reason in ws.close_reason
+        # its state is freed and the server goes on serving
+        _, final, _ = transcribe(running.url, step_model[1][1], 4000)
+        assert final["text"] == step_model[2][1]
+        for _ in range(200):  # the handler ends just after the client sees the close
+            if not running.server._sessions:
+                break
+            time.sleep(0.01)
+        assert running.server._sessions == {}
+
+
+def test_idle_streams_are_closed(step_model):
+    with Running(model=step_model[0], idle_timeout=0.3) as running, connect(running.url) as ws:
+        with pytest.raises(websockets.ConnectionClosed):
+            ws.recv(timeout=10)
+        assert ws.close_code == 1008 and "idle" in ws.close_reason
+
+
+def test_503_beyond_max_streams(step_model):
+    with Running(model=step_model[0], max_streams=2) as running:
+        first, second = connect(running.url), connect(running.url)
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            connect(running.url)
+        assert refused.value.response.status_code == 503
+        first.close()
+        second.send(step_model[1][1].astype("<i2").tobytes())
+        assert "partial" in json.loads(second.recv())
+        for _ in range(100):  # the slot of the closed connection comes back
+            try:
+                third = connect(running.url)
+                break
+            except websockets.InvalidStatus:
+                time.sleep(0.05)
+        third.close()
+        second.close()
+
+
+def test_bidirectional_models_are_refused(exports):  # noqa: F811
+    with pytest.raises(NotStreamable, match="not streamable"):
+        Server(ServerConfig(model=exported(exports, "forward")))
+    proc = subprocess.run([sys.executable, "-m", "deepspeech.server", "--model", exported(exports, "forward")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0 and "not streamable" in proc.stderr
+
+
+def test_sigterm_finishes_open_streams_with_their_finals(step_model):
+    path, clips, _ = step_model
+    proc = subprocess.Popen([sys.executable, "-m", "deepspeech.server", "--model", path, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("listening on port"), proc.stderr.read()
+        url = f"ws://127.0.0.1:{int(line.split()[-1])}"
+        sent = clips[2][:16000]
+        with connect(url) as ws:
+            ws.send(sent.astype("<i2").tobytes())
+            assert "partial" in json.loads(ws.recv())
+            proc.terminate()  # SIGTERM while the stream is open: no eof from the client
+            final = json.loads(ws.recv(timeout=30))
+            with pytest.raises(websockets.ConnectionClosedOK):
+                ws.recv(timeout=30)
+        assert proc.wait(30) == 0
+        assert final["text"] == deepspeech.Model(path).stt(sent)
+        log = proc.stderr.read()
+        assert log.count("stream 1 from") == 1 and "stopped" in log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
