@@ -70,6 +70,10 @@ class Recognition:
         self.final_latency: float | None = None
         self.error: str | None = None
 
+    def set_decoding(self, decoding) -> None:
+        """Other decoder settings (hot words), before the stream's first frame is decoded."""
+        self._decoding, self.search = decoding, decoding.state()
+
     # --- model worker
     def take(self, item) -> None:
         """One inbox item: PCM bytes -> feature frames into the driver; EOF -> the last frames."""

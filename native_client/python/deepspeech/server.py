@@ -5,7 +5,8 @@
 Protocol (Vosk's, so that its clients work), on one WebSocket port:
 
 - optionally first, a text message ``{"config": {"sample_rate": 8000, "words": true,
-  "max_alternatives": 0}}`` (defaults: the model's rate, words true, 0);
+  "max_alternatives": 0, "hot_words": {"word": boost}}}`` (defaults: the model's rate, words true,
+  0, the server's; hot words need ``--scorer``);
 - binary messages of 16-bit little-endian mono PCM at that rate, of any length (even byte counts);
   each is answered with ``{"partial": "..."}``, the transcript so far, once its audio is decoded;
 - a text message ``{"eof": 1}``; the server answers ``{"text": "...", "result": [{"word", "start",
@@ -63,11 +64,19 @@ class Fault(Exception):
         self.code, self.reason = code, reason
 
 
+def _check_hot_words(hot_words) -> dict:
+    if not isinstance(hot_words, dict) or not all(
+            isinstance(w, str) and w.strip() and isinstance(b, (int, float)) and not isinstance(b, bool)
+            for w, b in hot_words.items()):
+        raise Fault(MALFORMED, "config hot_words must be an object of words and numbers (boosts)")
+    return {w: float(b) for w, b in hot_words.items()}
+
+
 def _check_config(config, model_rate: int) -> tuple[int, bool, int]:
-    """Vosk's config object -> (sample_rate, words, max_alternatives)."""
+    """Vosk's config object -> (sample_rate, words, max_alternatives); hot_words are checked apart."""
     if not isinstance(config, dict):
         raise Fault(MALFORMED, "config must be an object")
-    unknown = set(config) - {"sample_rate", "words", "max_alternatives", "hot_words", "phrase_list"}
+    unknown = set(config) - {"sample_rate", "words", "max_alternatives", "hot_words"}
     if unknown:
         raise Fault(MALFORMED, f"unknown config field(s) {', '.join(sorted(unknown))}")
     rate = config.get("sample_rate", model_rate)
@@ -184,11 +193,21 @@ class Server:
                 rate, words, alternatives = _check_config(data["config"], self.acoustic.sample_rate)
                 recognition.sample_rate, recognition.words = rate, words
                 recognition.max_alternatives = alternatives
+                if "hot_words" in data["config"]:
+                    self._set_hot_words(recognition, _check_hot_words(data["config"]["hot_words"]))
             elif "eof" in data and len(data) == 1:
                 self.dispatcher.submit(recognition, EOF)
                 return
             else:
                 raise Fault(POLICY, "text where audio was expected (only config and eof are text)")
+
+    def _set_hot_words(self, recognition: Recognition, hot_words: dict) -> None:
+        """Before any audio (the decoder thread has not touched the stream's search yet)."""
+        if self.model._scorer is None:
+            raise Fault(POLICY, "hot_words need a scorer (start the server with --scorer)")
+        decoding = self.model._decoding()
+        decoding.hot_words = {**decoding.hot_words, **hot_words}
+        recognition.set_decoding(decoding)
 
     async def _send(self, websocket, outbox: asyncio.Queue) -> str:
         """Partials and the final, in order; closes after the final -> a status for the log."""
