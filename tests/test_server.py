@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from test_client import scorer_path  # noqa: F401 (the fixture)
 from test_client_export import exported, exports, speechlike  # noqa: F401 (the fixture)
 
 import deepspeech
@@ -103,6 +104,19 @@ def test_batched_and_unbatched_finals_are_identical(step_model):
                 assert max(running.server.dispatcher.batch_sizes) > 1  # streams did share calls
     assert finals[1] == finals[4]
     assert all(len(f["alternatives"]) >= 1 and "confidence" in f["alternatives"][0] for f in finals[1])
+
+
+def test_scorer_and_hot_words_as_offline(step_model, scorer_path):  # noqa: F811
+    path, clips, _ = step_model
+    model = deepspeech.Model(path)
+    model.enableExternalScorer(scorer_path)
+    expected = model.stt(clips[0])
+    model.addHotWord("cat", 8.0)
+    boosted = model.stt(clips[0])
+    with Running(model=path, scorer=scorer_path) as running:
+        assert transcribe(running.url, clips[0], 700)[1]["text"] == expected
+        final = transcribe(running.url, clips[0], 700, config={"hot_words": {"cat": 8}})[1]
+    assert final["text"] == boosted
 
 
 def test_other_sample_rates_are_resampled(step_model):
