@@ -229,3 +229,45 @@ def test_sigterm_finishes_open_streams_with_their_finals(step_model):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _wait_until(condition, seconds=10.0):
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_disconnects_mid_stream_free_the_stream(step_model):
+    path, clips, expected = step_model
+    with Running(model=path) as running:
+        for abrupt in (False, True):
+            ws = connect(running.url)
+            ws.send(clips[2].astype("<i2").tobytes())  # many windows still to run
+            if abrupt:
+                ws.socket.close()  # no closing handshake
+            else:
+                ws.close()
+        assert _wait_until(lambda: not running.server._sessions)
+        dispatcher = running.server.dispatcher
+        assert _wait_until(lambda: not dispatcher._ready and not dispatcher._dirty)
+        assert transcribe(running.url, clips[0], 1000)[1]["text"] == expected[0]
+
+
+def test_exports_with_a_fixed_batch_of_one_are_served(step_model):
+    """Older exports (no streaming.batch): one step call per stream, the same finals."""
+    path, clips, expected = step_model
+    with Running(model=path, max_batch=4) as running:
+        running.server.dispatcher._batched = False
+        calls = []
+        step = running.server.dispatcher.runtime.step
+
+        def counting_step(features, *rest):
+            calls.append(len(features))
+            return step(features, *rest)
+
+        running.server.dispatcher.runtime.step = counting_step
+        with ThreadPoolExecutor(len(clips)) as pool:
+            finals = list(pool.map(lambda clip: transcribe(running.url, clip, 900)[1]["text"], clips))
+    assert finals == expected and set(calls) == {1}

@@ -15,7 +15,7 @@ Protocol (Vosk's, so that its clients work), on one WebSocket port:
 
 Faults close the connection with a reason: 1007 for malformed input (an odd byte count, bad JSON,
 wrong types), 1008 for messages out of place (text that is neither config nor eof, config after
-audio) and for limits (``--max_stream_seconds``; ``--idle_timeout`` without a message); messages
+audio), for a client that leaves more than 256 answers unread, and for limits (``--max_stream_seconds``; ``--idle_timeout`` without a message); messages
 over ``--max_message_bytes`` get 1009 from the websockets library. Beyond ``--max_streams``
 connections, new ones get HTTP 503 before the handshake. SIGTERM (or SIGINT) stops accepting, ends
 every open stream as if its client had sent eof (its final result is sent), and exits.
@@ -41,6 +41,7 @@ from .dispatch import EOF, Dispatcher, NotStreamable, Recognition, streaming_par
 
 log = logging.getLogger("deepspeech.server")
 MALFORMED, POLICY = 1007, 1008
+MAX_QUEUED_ANSWERS = 256  # results waiting for a client that does not read them: the stream ends
 
 
 @dataclass(frozen=True)
@@ -140,8 +141,15 @@ class Server:
         outbox: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
+        def deliver(message):  # on the loop
+            if outbox.qsize() < MAX_QUEUED_ANSWERS:
+                outbox.put_nowait(message)
+            elif not recognition.dropped:  # the client does not read: stop this stream
+                self.dispatcher.drop(recognition)
+                loop.create_task(websocket.close(POLICY, "the client does not read its results"))
+
         def post(message):
-            loop.call_soon_threadsafe(outbox.put_nowait, message)
+            loop.call_soon_threadsafe(deliver, message)
 
         stream_id, started = next(self._ids), time.monotonic()
         recognition = Recognition(stream_id, self.acoustic, self.model._decoding(), self.acoustic.sample_rate,
@@ -296,6 +304,7 @@ def parse_args(argv=None) -> ServerConfig:
 def main(argv=None) -> int:
     config = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # our own line per stream is enough
     from .errors import DeepSpeechError
 
     try:
