@@ -17,7 +17,7 @@ KENLM_VERSION := $(shell sed -n 's/^kenlm==//p' requirements.txt)
 KENLM_BINS := .cache/kenlm/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test test-all smoke clean-demo
+.PHONY: install demo test test-all browser-test smoke clean-demo
 
 CTCDECODE_LIB := native_client/ctcdecode/ds_ctcdecoder/libctcdecode.so
 
@@ -27,6 +27,14 @@ $(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
 	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "Debian packages already installed"; else \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); fi
+	@touch $@
+
+# Headless Chromium for tests/test_browser.py (the server's page, a WAV as the microphone); the test
+# drives it over the DevTools protocol and skips where chromium is missing
+$(STAMP)/chromium:
+	@mkdir -p $(STAMP)
+	@if dpkg -s chromium >/dev/null 2>&1; then echo "chromium already installed"; else \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; fi
 	@touch $@
 
 $(STAMP)/python: requirements.txt training/pyproject.toml native_client/python/pyproject.toml $(STAMP)/apt
@@ -61,11 +69,14 @@ $(STAMP)/reference: util/mozilla_runtime.py | $(STAMP)/python
 	$(PY) util/mozilla_runtime.py fetch
 	@touch $@
 
-test: install
+test: install $(STAMP)/chromium
 	$(PY) -m pytest -q -m "not slow" -n 2 tests
 
-test-all: install
+test-all: install $(STAMP)/chromium
 	$(PY) -m pytest -q -n 2 tests
+
+browser-test: install $(STAMP)/chromium
+	$(PY) -m pytest -q tests/test_browser.py
 
 $(DEMO_DATA)/lm.txt: | install
 	$(PY) bin/import_espeak.py $(DEMO_DATA) --language en $(DEMO_CORPUS_FLAGS)

@@ -271,3 +271,23 @@ def test_exports_with_a_fixed_batch_of_one_are_served(step_model):
         with ThreadPoolExecutor(len(clips)) as pool:
             finals = list(pool.map(lambda clip: transcribe(running.url, clip, 900)[1]["text"], clips))
     assert finals == expected and set(calls) == {1}
+
+
+def test_plain_http_gets_the_page_and_the_websocket_endpoint_still_works(step_model):
+    import urllib.error
+    import urllib.request
+
+    path, clips, expected = step_model
+    with Running(model=path) as running:
+        base = f"http://127.0.0.1:{running.port}"
+        with urllib.request.urlopen(base + "/") as page:
+            assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert b"getUserMedia" in page.read()
+        with urllib.request.urlopen(base + "/worklet.js") as worklet:
+            assert worklet.headers["Content-Type"] == "text/javascript; charset=utf-8"
+            assert b"registerProcessor('pcm-capture'" in worklet.read()
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(base + "/secrets.txt")
+        assert missing.value.code == 404
+        _, final, close = transcribe(running.url, clips[0], 800)
+    assert final["text"] == expected[0] and close == (1000, "done")

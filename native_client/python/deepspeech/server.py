@@ -20,6 +20,9 @@ over ``--max_message_bytes`` get 1009 from the websockets library. Beyond ``--ma
 connections, new ones get HTTP 503 before the handshake. SIGTERM (or SIGINT) stops accepting, ends
 every open stream as if its client had sent eof (its final result is sent), and exits.
 
+Plain HTTP GETs on the same port get the microphone page (``web/index.html``: ``GET /``) and its
+AudioWorklet (``GET /worklet.js``); other paths get 404.
+
 The model and the beam searches run on the dispatcher's threads (``dispatch.py``), never on the
 event loop's. Only unidirectional ('step') exports are served: a bidirectional model is refused at
 start. One log line per stream.
@@ -104,6 +107,26 @@ def _parse_text(text: str) -> dict:
     return message
 
 
+WEB_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
+             "/index.html": ("index.html", "text/html; charset=utf-8"),
+             "/worklet.js": ("worklet.js", "text/javascript; charset=utf-8")}
+
+
+def _static(connection, path: str):
+    """GET / (the microphone page) and its worklet from the package's web/ folder; 404 for the rest."""
+    from importlib.resources import files
+
+    entry = WEB_FILES.get(path.split("?", 1)[0])
+    if entry is None:
+        return connection.respond(HTTPStatus.NOT_FOUND, "not found (the WebSocket endpoint is ws://host:port/)\n")
+    name, content_type = entry
+    response = connection.respond(HTTPStatus.OK, (files(__package__) / "web" / name).read_text("utf-8"))
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = content_type
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
 class Server:
     """The model, its dispatcher and the WebSocket server. ``run()`` serves until SIGTERM/SIGINT."""
 
@@ -124,6 +147,8 @@ class Server:
 
     # --- connection admission: HTTP 503 before the handshake beyond --max_streams
     def _process_request(self, connection, request):
+        if request.headers.get("Upgrade", "").lower() != "websocket":  # a browser: the page (web/)
+            return _static(connection, request.path)
         if self._admitted >= self.config.max_streams:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many streams, try later\n")
         self._admitted += 1
@@ -258,8 +283,8 @@ class Server:
                              process_request=self._process_request, max_size=self.config.max_message_bytes,
                              ping_interval=None) as server:
                 port = next(iter(server.sockets)).getsockname()[1]
-                log.info("listening on ws://%s:%d (model %s, max batch %d)", self.config.host, port,
-                         self.config.model, self.config.max_batch)
+                log.info("listening on ws://%s:%d (the page: http://%s:%d/; model %s, max batch %d)",
+                         self.config.host, port, self.config.host, port, self.config.model, self.config.max_batch)
                 if ready is not None:
                     ready(port)
                 await stop
