@@ -27,23 +27,29 @@ class Chromium:
     """Headless Chromium with a WAV file as its microphone, one page driven over the DevTools protocol."""
 
     def __init__(self, wav, profile):
+        self.log = open(profile.parent / "chromium.log", "w")
         self.process = subprocess.Popen(
             [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
              f"--user-data-dir={profile}", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
              f"--use-file-for-fake-audio-capture={wav}", "--autoplay-policy=no-user-gesture-required",
-             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        port = self._devtools_port()
+             "about:blank"], stdout=subprocess.DEVNULL, stderr=self.log)
+        port = self._devtools_port(profile.parent / "chromium.log")
         pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
         page = next(p for p in pages if p["type"] == "page")
         self.socket = connect(page["webSocketDebuggerUrl"], max_size=None)
         self.ids = iter(range(1, 1 << 30))
 
-    def _devtools_port(self):
-        for line in self.process.stderr:  # "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/..."
-            found = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
+    def _devtools_port(self, log, timeout=60):
+        """From its log (a file, not a pipe that could fill): "DevTools listening on ws://127.0.0.1:PORT/..."."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            found = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", log.read_text())
             if found:
                 return int(found.group(1))
-        raise RuntimeError("chromium exited before it listened")
+            time.sleep(0.1)
+        self.process.kill()
+        self.log.close()
+        raise RuntimeError(f"chromium did not listen: {log.read_text()[-2000:]}")
 
     def call(self, method, **params):
         ident = next(self.ids)
@@ -69,6 +75,7 @@ class Chromium:
         self.socket.close()
         self.process.terminate()
         self.process.wait(30)
+        self.log.close()
 
 
 def offline_text(model, chunks, rate):
@@ -105,6 +112,7 @@ def test_the_page_transcribes_the_microphone(exports, tmp_path, query):  # noqa:
             words = browser.evaluate("Array.from(document.querySelectorAll('#words tbody tr'),"
                                      " r => r.cells[0].textContent)")
             sent = browser.evaluate("window.sent")
+            partials = browser.evaluate("window.partials")
         finally:
             browser.close()
     assert status == "done"
@@ -116,3 +124,4 @@ def test_the_page_transcribes_the_microphone(exports, tmp_path, query):  # noqa:
     expected = offline_text(deepspeech.Model(path), chunks, rate)
     assert expected and shown == expected
     assert words == expected.split()
+    assert len(partials) == len(chunks) and partials[-1]  # one live partial per chunk sent
