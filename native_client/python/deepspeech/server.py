@@ -58,6 +58,7 @@ class ServerConfig:
     idle_timeout: float = 30.0
     max_stream_seconds: float = 600.0
     max_message_bytes: int = 1 << 20
+    stats_file: str = ""
 
 
 class Fault(Exception):
@@ -297,7 +298,15 @@ class Server:
         finally:
             self.dispatcher.stop()
         log.info("stopped; batch sizes %s", dict(sorted(self.dispatcher.batch_sizes.items())))
+        if self.config.stats_file:
+            self._write_stats(self.config.stats_file)
 
+    def _write_stats(self, path: str) -> None:
+        """``--stats_file``: {"batch_sizes": {"n": model calls of n streams}, "streams": connections served}."""
+        stats = {"batch_sizes": {str(n): c for n, c in sorted(self.dispatcher.batch_sizes.items())},
+                 "streams": next(self._ids) - 1}
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(stats, f)
 
     def _request_stop(self) -> None:
         if not self._stop.done():
@@ -319,6 +328,7 @@ def parse_args(argv=None) -> ServerConfig:
     parser.add_argument("--idle_timeout", type=float, default=30.0, help="seconds without a message")
     parser.add_argument("--max_stream_seconds", type=float, default=600.0, help="of audio a stream")
     parser.add_argument("--max_message_bytes", type=int, default=1 << 20)
+    parser.add_argument("--stats_file", default="", help="write the batch-size histogram (JSON) here at shutdown")
     args = parser.parse_args(argv)
     for name in ("max_batch", "max_streams", "max_message_bytes"):
         if getattr(args, name) < 1:

@@ -1,0 +1,284 @@
+"""Load generator for ``deepspeech-server`` (issue 17): real-time streams, latency percentiles, capacity.
+
+    python bench/server_load.py --model M.tflite --test_csv data/espeak-en/test.csv \\
+        --concurrency 10,20,30 --max_batch 32,1 [--capacity] [--server_core 0 --client_core 1]
+
+Each of C stream slots replays held-out clips one after another, one WebSocket connection per clip
+(Vosk's protocol closes after the final). Slot i starts at i x ``stagger``/C s. Within a clip, chunk k
+(``chunk_ms`` of audio) is sent at k x chunk_ms after the clip's start (real time: the sender sleeps
+to each deadline, it never waits for answers); after the last chunk, ``{"eof": 1}``. Slots start no
+new clip after ``seconds``; clips begun then run to their end.
+
+Measures (the server answers every binary message with one partial, in order, so the n-th partial
+answers the n-th chunk; chunks whose partial is still owed when eof arrives are answered by the
+final alone, so they add no response latency):
+
+- response latency: time the partial of chunk k is received minus time chunk k was sent, every chunk;
+- first-partial latency: the same for chunk 0 of each clip;
+- final latency: ``{"eof": 1}`` sent -> final result received;
+- a stream falls behind when a chunk's partial comes later than ``behind_s`` (default 1 s) after it
+  was sent, or the generator sent a chunk more than one chunk duration late (its own overload);
+- percentiles p50/p95/p98/p99 (nearest rank) of each, per run;
+- the server's batch-size histogram (its ``--stats_file``), its CPU seconds (utime+stime from
+  /proc/PID/stat over the run) when this script starts the server;
+- every final text against offline ``deepspeech.Model(model).stt()`` of the same clip.
+
+``--capacity``: the most streams with response p98 <= ``--p98_ms`` (100) and none behind, by doubling
+then bisection, for each --max_batch. One JSON line per run goes to ``--out`` (and stdout).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class LoadError(ValueError):
+    """A user error: a bad CSV, WAV or option."""
+
+
+def read_clips(csv_path: str, limit: int = 0) -> list[tuple[str, np.ndarray, int]]:
+    """DeepSpeech CSV -> [(wav path, int16 samples, rate)] (16-bit mono WAVs)."""
+    base = Path(csv_path).parent
+    clips = []
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            path = base / row["wav_filename"]
+            with wave.open(str(path), "rb") as w:
+                if w.getsampwidth() != 2 or w.getnchannels() != 1:
+                    raise LoadError(f"{path}: not 16-bit mono")
+                rate = w.getframerate()
+                clips.append((str(path), np.frombuffer(w.readframes(w.getnframes()), "<i2"), rate))
+            if limit and len(clips) >= limit:
+                break
+    if not clips:
+        raise LoadError(f"{csv_path}: no clips")
+    return clips
+
+
+def offline_transcripts(model_path: str, clips) -> dict[str, str]:
+    import deepspeech
+
+    model = deepspeech.Model(model_path)
+    return {path: model.stt(audio) for path, audio, _ in clips}
+
+
+def percentiles(values) -> dict:
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+    out = {"n": len(ordered), "mean": 1000 * sum(ordered) / len(ordered), "max": 1000 * ordered[-1]}
+    for p in (50, 95, 98, 99):
+        out[f"p{p}"] = 1000 * ordered[max(0, -(-p * len(ordered) // 100) - 1)]
+    return out
+
+
+class Stats:
+    def __init__(self):
+        self.latencies, self.first, self.finals = [], [], []
+        self.clips = self.behind = self.mismatches = self.late_sends = 0
+        self.texts: list[tuple[str, str]] = []
+
+
+async def stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats: Stats) -> None:
+    from websockets.asyncio.client import connect
+
+    chunk = max(1, round(rate * chunk_ms / 1000))
+    data = audio.astype("<i2").tobytes()
+    pieces = [data[o:o + 2 * chunk] for o in range(0, len(data), 2 * chunk)]
+    sent: list[float] = []
+    async with connect(url, max_size=None, ping_interval=None) as ws:
+        await ws.send(json.dumps({"config": {"sample_rate": rate, "words": False}}))
+
+        async def receive():
+            replies = 0
+            while True:
+                message = json.loads(await ws.recv())
+                now = time.perf_counter()
+                if "partial" in message:
+                    latency = now - sent[replies]
+                    stats.latencies.append(latency)
+                    if replies == 0:
+                        stats.first.append(latency)
+                    replies += 1
+                    behind[0] |= latency > behind_s
+                else:
+                    return message, now
+
+        behind = [False]
+        receiver = asyncio.create_task(receive())
+        start = time.perf_counter()
+        for k, piece in enumerate(pieces):
+            delay = start + k * chunk_ms / 1000 - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif -delay > chunk_ms / 1000:
+                stats.late_sends += 1
+                behind[0] = True
+            sent.append(time.perf_counter())
+            await ws.send(piece)
+        eof = time.perf_counter()
+        await ws.send('{"eof": 1}')
+        final, received = await receiver
+    stats.finals.append(received - eof)
+    stats.clips += 1
+    stats.behind += behind[0]
+    stats.texts.append((path, final["text"]))
+
+
+async def run_load(url: str, clips, concurrency: int, seconds: float, chunk_ms: float = 160,
+                   stagger: float = 1.0, behind_s: float = 1.0) -> Stats:
+    """C slots replaying ``clips`` ([(path, int16, rate)]) in real time for ``seconds`` -> Stats."""
+    stats = Stats()
+    began = time.perf_counter()
+
+    async def slot(i):
+        await asyncio.sleep(i * stagger / concurrency)
+        n = i
+        while time.perf_counter() - began < seconds:
+            path, audio, rate = clips[n % len(clips)]
+            await stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats)
+            n += concurrency
+
+    await asyncio.gather(*(slot(i) for i in range(concurrency)))
+    return stats
+
+
+def report(stats: Stats, expected: dict[str, str] | None) -> dict:
+    mismatches = [p for p, t in stats.texts if expected is not None and expected[p] != t]
+    return {"clips": stats.clips, "behind": stats.behind, "late_sends": stats.late_sends,
+            "mismatches": len(mismatches), "checked": expected is not None,
+            "latency_ms": percentiles(stats.latencies), "first_partial_ms": percentiles(stats.first),
+            "final_ms": percentiles(stats.finals)}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ServerProcess:
+    """``deepspeech.server`` in a child process (optionally ``taskset -c CORE``), with --stats_file."""
+
+    def __init__(self, model, max_batch, core=None, scorer=""):
+        self.stats_file = tempfile.mktemp(suffix=".json")
+        cmd = [sys.executable, "-m", "deepspeech.server", "--model", model, "--port", "0",
+               "--max_batch", str(max_batch), "--max_streams", "1000", "--stats_file", self.stats_file]
+        if scorer:
+            cmd += ["--scorer", scorer]
+        if core is not None:
+            cmd = ["taskset", "-c", str(core)] + cmd
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("listening on port"):
+            self.proc.kill()
+            raise LoadError(f"{model}: the server did not start ({line.strip() or 'no output'})")
+        self.url = f"ws://127.0.0.1:{int(line.split()[-1])}"
+
+    def stop(self) -> dict:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        with open(self.stats_file, encoding="utf-8") as f:
+            stats = json.load(f)
+        os.unlink(self.stats_file)
+        return stats
+
+
+def measure(args, clips, expected, max_batch: int, concurrency: int) -> dict:
+    server = ServerProcess(args.model, max_batch, args.server_core, args.scorer)
+    try:
+        cpu0, t0 = cpu_seconds(server.proc.pid), time.perf_counter()
+        stats = asyncio.run(run_load(server.url, clips, concurrency, args.seconds, args.chunk_ms,
+                                     args.stagger, args.behind_s))
+        cpu, wall = cpu_seconds(server.proc.pid) - cpu0, time.perf_counter() - t0
+    finally:
+        server_stats = server.stop()
+    row = {"max_batch": max_batch, "concurrency": concurrency, "chunk_ms": args.chunk_ms,
+           **report(stats, expected), "batch_sizes": server_stats["batch_sizes"],
+           "server_cpu_s": round(cpu, 2), "wall_s": round(wall, 2)}
+    row["ok"] = row["behind"] == 0 and row["latency_ms"].get("p98", 1e9) <= args.p98_ms
+    return row
+
+
+def capacity(args, clips, expected, max_batch: int, emit) -> int:
+    """Largest C with p98 <= --p98_ms and no stream behind (doubling, then bisection)."""
+    good, bad, c = 0, None, args.capacity_start
+    while bad is None or bad - good > max(1, args.capacity_step):
+        row = measure(args, clips, expected, max_batch, c)
+        emit({**row, "search": "capacity"})
+        if row["ok"]:
+            good = c
+        else:
+            bad = c
+        c = 2 * c if bad is None else (good + bad) // 2
+        if c in (good, bad):
+            break
+    return good
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--scorer", default="")
+    p.add_argument("--test_csv", default=str(REPO / "data/espeak-en/test.csv"))
+    p.add_argument("--limit", type=int, default=0, help="first N clips only")
+    p.add_argument("--concurrency", default="10,20,30")
+    p.add_argument("--max_batch", default="32,1", help="server modes: Batch Dispatch sizes, 1 = unbatched")
+    p.add_argument("--seconds", type=float, default=60.0, help="slots start clips for this long")
+    p.add_argument("--chunk_ms", type=float, default=160.0)
+    p.add_argument("--stagger", type=float, default=1.0)
+    p.add_argument("--behind_s", type=float, default=1.0)
+    p.add_argument("--p98_ms", type=float, default=100.0)
+    p.add_argument("--server_core", type=int, default=None)
+    p.add_argument("--client_core", type=int, default=None)
+    p.add_argument("--capacity", action="store_true")
+    p.add_argument("--capacity_start", type=int, default=8)
+    p.add_argument("--capacity_step", type=int, default=2)
+    p.add_argument("--no_check", action="store_true", help="skip the offline stt() comparison")
+    p.add_argument("--out", default="")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.client_core is not None:
+        os.sched_setaffinity(0, {args.client_core})
+    try:
+        clips = read_clips(args.test_csv, args.limit)
+    except (OSError, LoadError) as err:
+        print(f"server_load: {err}", file=sys.stderr)
+        return 1
+    expected = None if args.no_check else offline_transcripts(args.model, clips)
+    out = open(args.out, "a", encoding="utf-8") if args.out else None
+
+    def emit(row):
+        line = json.dumps(row)
+        print(line, flush=True)
+        if out:
+            out.write(line + "\n")
+            out.flush()
+
+    for max_batch in (int(b) for b in args.max_batch.split(",")):
+        if args.capacity:
+            emit({"max_batch": max_batch, "capacity": capacity(args, clips, expected, max_batch, emit)})
+        else:
+            for c in (int(c) for c in args.concurrency.split(",")):
+                emit(measure(args, clips, expected, max_batch, c))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

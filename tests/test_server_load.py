@@ -1,0 +1,67 @@
+"""bench/server_load.py against a tiny unidirectional export: real-time streams at concurrency 2, finals
+equal to offline stt(), the report's fields and percentiles (no timing thresholds)."""
+import asyncio
+import json
+import sys
+import wave
+from pathlib import Path
+
+import pytest
+from test_client_export import exported, exports, speechlike  # noqa: F401 (the fixture)
+from test_server import Running
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import server_load  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def clips_csv(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("load")
+    rows = ["wav_filename,wav_filesize,transcript"]
+    for i, seconds in enumerate((0.9, 1.4, 0.6)):
+        audio = speechlike(seconds, 10 + i)
+        with wave.open(str(folder / f"c{i}.wav"), "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+            w.writeframes(audio.astype("<i2").tobytes())
+        rows.append(f"c{i}.wav,{44 + 2 * len(audio)},x")
+    (folder / "test.csv").write_text("\n".join(rows) + "\n")
+    return str(folder / "test.csv")
+
+
+def check_percentiles(stats, n_min):
+    assert stats["n"] >= n_min
+    assert 0 <= stats["p50"] <= stats["p95"] <= stats["p98"] <= stats["p99"] <= stats["max"]
+
+
+def test_load_generator_finals_match_offline_stt(exports, clips_csv):  # noqa: F811
+    path = exported(exports, "step")
+    clips = server_load.read_clips(clips_csv)
+    expected = server_load.offline_transcripts(path, clips)
+    assert any(expected.values())
+    with Running(model=path, max_batch=4) as running:
+        stats = asyncio.run(server_load.run_load(running.url, clips, 2, 1.5, chunk_ms=100, stagger=0.2))
+        batches = dict(running.server.dispatcher.batch_sizes)
+    row = server_load.report(stats, expected)
+    assert row["clips"] >= 2 and row["mismatches"] == 0 and row["checked"]
+    assert all(text == expected[p] for p, text in stats.texts)
+    chunks = sum(-(-len(a) // 1600) for p, a, _ in clips for q, _ in stats.texts if q == p)
+    check_percentiles(row["latency_ms"], row["clips"])
+    assert row["latency_ms"]["n"] <= chunks  # chunks still unanswered at eof are answered by the final
+    check_percentiles(row["first_partial_ms"], row["clips"])
+    check_percentiles(row["final_ms"], row["clips"])
+    assert batches and max(batches) <= 4
+
+
+def test_command_line_starts_the_server_and_writes_rows(exports, clips_csv, tmp_path):  # noqa: F811
+    path = exported(exports, "step")
+    out = tmp_path / "rows.jsonl"
+    assert server_load.main(["--model", path, "--test_csv", clips_csv, "--concurrency", "2", "--max_batch",
+                             "4,1", "--seconds", "1", "--chunk_ms", "200", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["max_batch"], r["concurrency"]) for r in rows] == [(4, 2), (1, 2)]
+    for row in rows:
+        assert row["mismatches"] == 0 and row["clips"] >= 2
+        assert row["server_cpu_s"] > 0 and row["wall_s"] > 0
+        assert sum(int(n) * c for n, c in row["batch_sizes"].items()) > 0
+        check_percentiles(row["latency_ms"], row["clips"])
+    assert set(rows[1]["batch_sizes"]) == {"1"}
