@@ -38,8 +38,10 @@ def test_load_generator_finals_match_offline_stt(exports, clips_csv):  # noqa: F
     clips = server_load.read_clips(clips_csv)
     expected = server_load.offline_transcripts(path, clips)
     assert any(expected.values())
+    geometry = server_load.model_geometry(path)
     with Running(model=path, max_batch=4) as running:
-        stats = asyncio.run(server_load.run_load(running.url, clips, 2, 1.5, chunk_ms=100, stagger=0.2))
+        stats = asyncio.run(server_load.run_load(running.url, clips, 2, 1.5, chunk_ms=100, stagger=0.2,
+                                                 geometry=geometry))
         batches = dict(running.server.dispatcher.batch_sizes)
     row = server_load.report(stats, expected)
     assert row["clips"] >= 2 and row["mismatches"] == 0 and row["checked"]
@@ -47,6 +49,8 @@ def test_load_generator_finals_match_offline_stt(exports, clips_csv):  # noqa: F
     chunks = sum(-(-len(a) // 1600) for p, a, _ in clips for q, _ in stats.texts if q == p)
     check_percentiles(row["latency_ms"], row["clips"])
     assert row["latency_ms"]["n"] <= chunks  # chunks still unanswered at eof are answered by the final
+    check_percentiles(row["step_latency_ms"], row["clips"])
+    assert row["step_latency_ms"]["n"] < row["latency_ms"]["n"]
     check_percentiles(row["first_partial_ms"], row["clips"])
     check_percentiles(row["final_ms"], row["clips"])
     assert batches and max(batches) <= 4
@@ -64,4 +68,30 @@ def test_command_line_starts_the_server_and_writes_rows(exports, clips_csv, tmp_
         assert row["server_cpu_s"] > 0 and row["wall_s"] > 0
         assert sum(int(n) * c for n, c in row["batch_sizes"].items()) > 0
         check_percentiles(row["latency_ms"], row["clips"])
+        check_percentiles(row["step_latency_ms"], row["clips"])
+        assert 0 < row["server_cpu_share"]
     assert set(rows[1]["batch_sizes"]) == {"1"}
+
+
+@pytest.mark.parametrize("chunk", [160, 1000, 1600, 4001])
+def test_step_chunks_are_the_chunks_after_which_the_server_runs_a_step(exports, chunk):  # noqa: F811
+    import numpy as np
+
+    import deepspeech
+    from deepspeech.audio import from_int16
+    from deepspeech.streaming import StreamingDriver
+
+    path = exported(exports, "step")
+    acoustic = deepspeech.Model(path)._impl
+    audio = speechlike(2.3, 7)
+    frames = acoustic.frame_stream()
+    driver = StreamingDriver(None, acoustic.metadata["streaming"], acoustic.framing.n_features)
+    stepped = set()
+    for k, offset in enumerate(range(0, len(audio), chunk)):
+        driver.append(frames.feed(from_int16(audio[offset:offset + chunk])))
+        while driver.pending() is not None:
+            stepped.add(k)
+            driver.advance(np.zeros([driver.n_steps, driver.num_classes], np.float32),
+                           np.zeros([driver.state_size], np.float32))
+    assert stepped
+    assert server_load.step_chunks(server_load.model_geometry(path)[:6], len(audio), chunk) == stepped
