@@ -25,7 +25,7 @@ AudioWorklet (``GET /worklet.js``); other paths get 404.
 
 The model and the beam searches run on the dispatcher's threads (``dispatch.py``), never on the
 event loop's. Only unidirectional ('step') exports are served: a bidirectional model is refused at
-start. One log line per stream.
+start. One log line per stream; ``--stats_file`` gets the batch-size histogram at shutdown (JSON).
 """
 from __future__ import annotations
 
