@@ -178,16 +178,18 @@ async def stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats: Stats, 
 
 
 async def run_load(url: str, clips, concurrency: int, seconds: float, chunk_ms: float = 160,
-                   stagger: float = 1.0, behind_s: float = 1.0, geometry=None) -> Stats:
+                   stagger: float = 1.0, behind_s: float = 1.0, geometry=None,
+                   stop_when_behind: bool = False) -> Stats:
     """C slots replaying ``clips`` ([(path, int16, rate)]) in real time for ``seconds`` -> Stats
-    (``geometry``: ``model_geometry()``, for the step latencies)."""
+    (``geometry``: ``model_geometry()``, for the step latencies; ``stop_when_behind``: no new clip
+    once a stream fell behind, as the capacity search needs no more of an overloaded run)."""
     stats = Stats()
     began = time.perf_counter()
 
     async def slot(i):
         await asyncio.sleep(i * stagger / concurrency)
         n = i
-        while time.perf_counter() - began < seconds:
+        while time.perf_counter() - began < seconds and not (stop_when_behind and stats.behind):
             path, audio, rate = clips[n % len(clips)]
             await stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats, geometry)
             n += concurrency
@@ -237,12 +239,12 @@ class ServerProcess:
         return stats
 
 
-def measure(args, clips, expected, max_batch: int, concurrency: int) -> dict:
+def measure(args, clips, expected, max_batch: int, concurrency: int, searching: bool = False) -> dict:
     server = ServerProcess(args.model, max_batch, args.server_core, args.scorer)
     try:
         cpu0, t0 = cpu_seconds(server.proc.pid), time.perf_counter()
         stats = asyncio.run(run_load(server.url, clips, concurrency, args.seconds, args.chunk_ms,
-                                     args.stagger, args.behind_s, args.geometry))
+                                     args.stagger, args.behind_s, args.geometry, searching))
         cpu, wall = cpu_seconds(server.proc.pid) - cpu0, time.perf_counter() - t0
     finally:
         server_stats = server.stop()
@@ -254,19 +256,24 @@ def measure(args, clips, expected, max_batch: int, concurrency: int) -> dict:
 
 
 def capacity(args, clips, expected, max_batch: int, emit) -> int:
-    """Largest C with p98 <= --p98_ms and no stream behind (doubling, then bisection)."""
-    good, bad, c = 0, None, args.capacity_start
-    while bad is None or bad - good > max(1, args.capacity_step):
-        row = measure(args, clips, expected, max_batch, c)
+    """Largest C <= --capacity_max with p98 <= --p98_ms and no stream behind (doubling from
+    --capacity_start, then bisection to within --capacity_step)."""
+    good, bad, c = 0, None, min(args.capacity_start, args.capacity_max)
+    while True:
+        row = measure(args, clips, expected, max_batch, c, searching=True)
         emit({**row, "search": "capacity"})
         if row["ok"]:
             good = c
         else:
             bad = c
-        c = 2 * c if bad is None else (good + bad) // 2
-        if c in (good, bad):
-            break
-    return good
+        if bad is None:
+            if c >= args.capacity_max:
+                return good
+            c = min(2 * c, args.capacity_max)
+        else:
+            if bad - good <= max(1, args.capacity_step):
+                return good
+            c = (good + bad) // 2
 
 
 def parse_args(argv=None):
@@ -287,6 +294,7 @@ def parse_args(argv=None):
     p.add_argument("--capacity", action="store_true")
     p.add_argument("--capacity_start", type=int, default=8)
     p.add_argument("--capacity_step", type=int, default=2)
+    p.add_argument("--capacity_max", type=int, default=256)
     p.add_argument("--no_check", action="store_true", help="skip the offline stt() comparison")
     p.add_argument("--out", default="")
     return p.parse_args(argv)

@@ -95,3 +95,17 @@ def test_step_chunks_are_the_chunks_after_which_the_server_runs_a_step(exports, 
                            np.zeros([driver.state_size], np.float32))
     assert stepped
     assert server_load.step_chunks(server_load.model_geometry(path)[:6], len(audio), chunk) == stepped
+
+
+@pytest.mark.parametrize("p98_ms, found", [(1e9, 2), (-1, 0)])
+def test_capacity_search(exports, clips_csv, tmp_path, p98_ms, found):  # noqa: F811
+    path = exported(exports, "step")
+    out = tmp_path / "rows.jsonl"
+    assert server_load.main(["--model", path, "--test_csv", clips_csv, "--max_batch", "4", "--seconds", "0.5",
+                             "--capacity", "--capacity_start", "1", "--capacity_max", "2", "--p98_ms",
+                             str(p98_ms), "--no_check", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[-1] == {"max_batch": 4, "capacity": found}
+    tried = [r["concurrency"] for r in rows[:-1]]
+    assert tried == ([1, 2] if found else [1])
+    assert all(r["ok"] == bool(found) and r["mismatches"] == 0 for r in rows[:-1])
