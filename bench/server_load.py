@@ -123,11 +123,23 @@ def percentiles(values) -> dict:
 class Stats:
     def __init__(self):
         self.latencies, self.steps, self.first, self.finals = [], [], [], []
-        self.clips = self.behind = self.late_sends = 0
+        self.clips = self.behind = self.late_sends = self.failed = 0
+        self.errors: list[str] = []
         self.texts: list[tuple[str, str]] = []
 
 
 async def stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats: Stats, geometry=None) -> None:
+    """One clip on one connection, in real time; a connection that breaks counts in ``stats.failed``."""
+    from websockets.exceptions import WebSocketException
+
+    try:
+        await _stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats, geometry)
+    except (OSError, WebSocketException, asyncio.TimeoutError) as err:
+        stats.failed += 1
+        stats.errors.append(f"{path}: {type(err).__name__}: {err}")
+
+
+async def _stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats: Stats, geometry) -> None:
     from websockets.asyncio.client import connect
 
     chunk = max(1, round(rate * chunk_ms / 1000))
@@ -189,7 +201,7 @@ async def run_load(url: str, clips, concurrency: int, seconds: float, chunk_ms: 
     async def slot(i):
         await asyncio.sleep(i * stagger / concurrency)
         n = i
-        while time.perf_counter() - began < seconds and not (stop_when_behind and stats.behind):
+        while time.perf_counter() - began < seconds and not (stop_when_behind and (stats.behind or stats.failed)):
             path, audio, rate = clips[n % len(clips)]
             await stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats, geometry)
             n += concurrency
@@ -201,6 +213,7 @@ async def run_load(url: str, clips, concurrency: int, seconds: float, chunk_ms: 
 def report(stats: Stats, expected: dict[str, str] | None) -> dict:
     mismatches = [p for p, t in stats.texts if expected is not None and expected[p] != t]
     return {"clips": stats.clips, "behind": stats.behind, "late_sends": stats.late_sends,
+            "failed": stats.failed, "errors": stats.errors[:3],
             "mismatches": len(mismatches), "checked": expected is not None,
             "latency_ms": percentiles(stats.latencies), "step_latency_ms": percentiles(stats.steps),
             "first_partial_ms": percentiles(stats.first),
@@ -251,7 +264,7 @@ def measure(args, clips, expected, max_batch: int, concurrency: int, searching: 
     row = {"max_batch": max_batch, "concurrency": concurrency, "chunk_ms": args.chunk_ms,
            **report(stats, expected), "batch_sizes": server_stats["batch_sizes"],
            "server_cpu_s": round(cpu, 2), "wall_s": round(wall, 2), "server_cpu_share": round(cpu / wall, 3)}
-    row["ok"] = row["behind"] == 0 and row["step_latency_ms"].get("p98", 1e9) <= args.p98_ms
+    row["ok"] = row["behind"] == 0 and row["failed"] == 0 and row["step_latency_ms"].get("p98", 1e9) <= args.p98_ms
     return row
 
 

@@ -45,6 +45,7 @@ def test_load_generator_finals_match_offline_stt(exports, clips_csv):  # noqa: F
         batches = dict(running.server.dispatcher.batch_sizes)
     row = server_load.report(stats, expected)
     assert row["clips"] >= 2 and row["mismatches"] == 0 and row["checked"]
+    assert row["failed"] == 0 and row["errors"] == []
     assert all(text == expected[p] for p, text in stats.texts)
     chunks = sum(-(-len(a) // 1600) for p, a, _ in clips for q, _ in stats.texts if q == p)
     check_percentiles(row["latency_ms"], row["clips"])
@@ -109,3 +110,16 @@ def test_capacity_search(exports, clips_csv, tmp_path, p98_ms, found):  # noqa: 
     tried = [r["concurrency"] for r in rows[:-1]]
     assert tried == ([1, 2] if found else [1])
     assert all(r["ok"] == bool(found) and r["mismatches"] == 0 for r in rows[:-1])
+
+
+def test_a_server_that_is_gone_counts_failed_streams(clips_csv):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    clips = server_load.read_clips(clips_csv)
+    stats = asyncio.run(server_load.run_load(f"ws://127.0.0.1:{port}", clips, 2, 0.2, stop_when_behind=True))
+    row = server_load.report(stats, None)
+    assert row["failed"] == 1 and row["clips"] == 0 and "ConnectionRefused" in row["errors"][0]
+    assert row["latency_ms"] == {"n": 0}
