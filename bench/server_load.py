@@ -114,9 +114,10 @@ def percentiles(values) -> dict:
     if not values:
         return {"n": 0}
     ordered = sorted(values)
-    out = {"n": len(ordered), "mean": 1000 * sum(ordered) / len(ordered), "max": 1000 * ordered[-1]}
+    out = {"n": len(ordered), "mean": round(1000 * sum(ordered) / len(ordered), 2),
+           "max": round(1000 * ordered[-1], 2)}
     for p in (50, 95, 98, 99):
-        out[f"p{p}"] = 1000 * ordered[max(0, -(-p * len(ordered) // 100) - 1)]
+        out[f"p{p}"] = round(1000 * ordered[max(0, -(-p * len(ordered) // 100) - 1)], 2)
     return out
 
 
