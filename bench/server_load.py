@@ -135,7 +135,7 @@ async def stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats: Stats, 
 
     try:
         await _stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats, geometry)
-    except (OSError, WebSocketException, asyncio.TimeoutError) as err:
+    except (OSError, WebSocketException, TimeoutError) as err:
         stats.failed += 1
         stats.errors.append(f"{path}: {type(err).__name__}: {err}")
 
@@ -230,7 +230,8 @@ class ServerProcess:
     """``deepspeech.server`` in a child process (optionally ``taskset -c CORE``), with --stats_file."""
 
     def __init__(self, model, max_batch, core=None, scorer=""):
-        self.stats_file = tempfile.mktemp(suffix=".json")
+        handle, self.stats_file = tempfile.mkstemp(suffix=".json")
+        os.close(handle)
         cmd = [sys.executable, "-m", "deepspeech.server", "--model", model, "--port", "0",
                "--max_batch", str(max_batch), "--max_streams", "1000", "--stats_file", self.stats_file]
         if scorer:
@@ -325,22 +326,28 @@ def main(argv=None) -> int:
         return 1
     expected = None if args.no_check else offline_transcripts(args.model, clips)
     args.geometry = model_geometry(args.model)
-    out = open(args.out, "a", encoding="utf-8") if args.out else None
+    try:
+        run_all(args, clips, expected)
+    except LoadError as err:
+        print(f"server_load: {err}", file=sys.stderr)
+        return 1
+    return 0
 
-    def emit(row):
-        line = json.dumps(row)
-        print(line, flush=True)
-        if out:
+
+def run_all(args, clips, expected) -> None:
+    with open(args.out or os.devnull, "a", encoding="utf-8") as out:
+        def emit(row):
+            line = json.dumps(row)
+            print(line, flush=True)
             out.write(line + "\n")
             out.flush()
 
-    for max_batch in (int(b) for b in args.max_batch.split(",")):
-        if args.capacity:
-            emit({"max_batch": max_batch, "capacity": capacity(args, clips, expected, max_batch, emit)})
-        else:
-            for c in (int(c) for c in args.concurrency.split(",")):
-                emit(measure(args, clips, expected, max_batch, c))
-    return 0
+        for max_batch in (int(b) for b in args.max_batch.split(",")):
+            if args.capacity:
+                emit({"max_batch": max_batch, "capacity": capacity(args, clips, expected, max_batch, emit)})
+            else:
+                for c in (int(c) for c in args.concurrency.split(",")):
+                    emit(measure(args, clips, expected, max_batch, c))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from test_client_export import exported, exports, speechlike  # noqa: F401 (the 
 from test_server import Running
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import server_load  # noqa: E402
+import server_load
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +76,8 @@ def test_command_line_starts_the_server_and_writes_rows(exports, clips_csv, tmp_
 
 @pytest.mark.parametrize("chunk", [160, 1000, 1600, 4001])
 def test_step_chunks_are_the_chunks_after_which_the_server_runs_a_step(exports, chunk):  # noqa: F811
-    import numpy as np
-
     import deepspeech
+    import numpy as np
     from deepspeech.audio import from_int16
     from deepspeech.streaming import StreamingDriver
 
