@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from .mozilla import checkpoint as release
 from .transfer import check_output_layer, geometry_differences, layer_of
-from .util.log import log
+from .util.log import log, mozilla_log
 
 DESCRIPTION = "model.json"
 # Mozilla DeepSpeech 0.9's log lines on loading (its scripts grep them), per --load_* kind
@@ -78,15 +78,15 @@ class CheckpointStore:
     def resolve(self, which: str) -> str | None:
         """Mozilla's --load_train / --load_evaluate: auto tries best, then last (logged as Mozilla)."""
         if which == "init":
-            log.info("Initializing all variables.")
+            mozilla_log.info("Initializing all variables.")
             return None
         order = {"auto": ("best", "last"), "best": ("best",), "last": ("last",)}[which]
         for kind in order:
             path = self.find(self.load_dir, kind)
             if path:
-                log.info(LOADING[kind], path)
+                mozilla_log.info(LOADING[kind], path)
                 return path
-            log.info(NOT_FOUND[kind])
+            mozilla_log.info(NOT_FOUND[kind])
         if which != "auto":
             raise CheckpointError(f"no {which} checkpoint in {self.load_dir!r}")
         return None
@@ -135,24 +135,24 @@ class CheckpointStore:
         run loses nothing either.
         """
         if which == "init":
-            log.info("Initializing all variables.")
+            mozilla_log.info("Initializing all variables.")
             return None, False
         separate = bool(self.save_dir) and (
             not self.load_dir or os.path.realpath(self.load_dir) != os.path.realpath(self.save_dir))
         if not separate:
             path = self.restore(which)
             if path is None:
-                log.info("Initializing all variables.")
+                mozilla_log.info("Initializing all variables.")
             return path, True
         own = self.find(self.save_dir, "last")
         if own:
-            log.info(LOADING["last"], own)
+            mozilla_log.info(LOADING["last"], own)
             return self._read(own, True), True
         path = self.resolve(which)
         if path:
             self.read_weights(path, dropped)
         else:
-            log.info("Initializing all variables.")
+            mozilla_log.info("Initializing all variables.")
         return path, False
 
     def read_weights(self, path: str, dropped: tuple[str, ...] = ()) -> None:
@@ -169,11 +169,11 @@ class CheckpointStore:
         values = [(v, reader.get_tensor(_stored_key(_key(v)))) for v in self.model.variables
                   if layer_of(_key(v)) not in dropped]
         for v, value in values:
-            log.info("Loading variable from checkpoint: %s", _key(v))
+            mozilla_log.info("Loading variable from checkpoint: %s", _key(v))
             v.assign(value)
         for v in self.model.variables:
             if layer_of(_key(v)) in dropped:
-                log.info("Initializing variable: %s", _key(v))
+                mozilla_log.info("Initializing variable: %s", _key(v))
         log.info("Loaded checkpoint %s: the weights%s, not the optimizer state", path,
                  f" except {', '.join(dropped)}'s" if dropped else "")
 
@@ -201,7 +201,7 @@ class CheckpointStore:
         self.check_shapes(path)
         status = self.checkpoint.read(path)
         for v in self.model.variables:
-            log.info("Loading variable from checkpoint: %s", _key(v))
+            mozilla_log.info("Loading variable from checkpoint: %s", _key(v))
         if with_optimizer:
             status.assert_existing_objects_matched()
         else:

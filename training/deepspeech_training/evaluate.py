@@ -12,7 +12,7 @@ from .devices import replica_runner
 from .features import FeatureConfig
 from ds_ctcdecoder.alphabet import Alphabet
 from .util import report as report_tools
-from .util.log import log
+from .util.log import log, mozilla_log
 from .util.report import Report, SampleResult, report_lines, sample_result, summarize
 
 
@@ -117,9 +117,9 @@ def _result(sample: Sample, text: str, loss: float) -> SampleResult:
 
 def log_report(report: Report, report_count: int) -> None:
     lines = report_lines(report, report_count)
-    log.info(lines[0])
+    mozilla_log.info(lines[0])
     if len(lines) > 1:
-        log.info("\n".join(lines[1:]))
+        mozilla_log.info("\n".join(lines[1:]))
 
 
 def write_test_output(path: str, reports: list[Report]) -> None:

@@ -35,7 +35,7 @@ from .export_tflite import (QUANTIZE, ExportError, calibration_inputs, input_nam
                             tflite_model)
 from .features import FeatureConfig
 from .inference import model_function
-from .util.log import log
+from .util.log import log, mozilla_log
 
 FORMAT = "deepspeech2-export"
 FORMAT_VERSION = 1
@@ -307,6 +307,9 @@ def _finish(config: ExportConfig, written: list[str], runtime: str) -> list[str]
         written.append(_zip(config, card))
     for path in written:
         log.info("Exported %s (%s)", path, _size_text(path))
+    mozilla_log.info("Models exported at %s", config.export_dir)  # Mozilla's words
+    if config.zip:
+        mozilla_log.info("Exported packaged model %s", written[-1])
     return written
 
 

@@ -150,18 +150,24 @@ class FeatureCache:
 
     def spectrogram(self, cache_file: tf.Tensor, load_audio) -> tf.Tensor:
         """Inside tf.data: the cached spectrogram, or compute it from ``load_audio()`` and store it."""
-        def read():
-            return tf.io.parse_tensor(tf.io.read_file(cache_file), tf.float32)
+        return cached_spectrogram(cache_file, load_audio, self.config)
 
-        def compute():
-            spec = spectrogram(load_audio(), self.config)
-            written = tf.numpy_function(_write_atomically, [cache_file, tf.io.serialize_tensor(spec)],
-                                        tf.bool, stateful=True)
-            with tf.control_dependencies([written]):
-                return tf.identity(spec)
 
-        exists = tf.numpy_function(lambda p: np.bool_(os.path.exists(p.decode())), [cache_file], tf.bool,
-                                   stateful=True)
-        spec = tf.cond(tf.reshape(exists, []), read, compute)
-        bins = self.config.n_features
-        return tf.ensure_shape(tf.reshape(spec, [-1, bins]), [None, bins])
+def cached_spectrogram(cache_file: tf.Tensor, load_audio, config: FeatureConfig) -> tf.Tensor:
+    """Graph code: the spectrogram stored in ``cache_file``, or computed from ``load_audio()`` and stored
+    there (the cache file names come from ``FeatureCache.file_for``)."""
+    def read():
+        return tf.io.parse_tensor(tf.io.read_file(cache_file), tf.float32)
+
+    def compute():
+        spec = spectrogram(load_audio(), config)
+        written = tf.numpy_function(_write_atomically, [cache_file, tf.io.serialize_tensor(spec)],
+                                    tf.bool, stateful=True)
+        with tf.control_dependencies([written]):
+            return tf.identity(spec)
+
+    exists = tf.numpy_function(lambda p: np.bool_(os.path.exists(p.decode())), [cache_file], tf.bool,
+                               stateful=True)
+    spec = tf.cond(tf.reshape(exists, []), read, compute)
+    bins = config.n_features
+    return tf.ensure_shape(tf.reshape(spec, [-1, bins]), [None, bins])

@@ -26,7 +26,7 @@ from . import families  # noqa: E402
 from .train import Trainer  # noqa: E402
 from ds_ctcdecoder.alphabet import Alphabet, AlphabetError, UTF8Alphabet  # noqa: E402
 from ds_ctcdecoder.native import NativeLibraryError  # noqa: E402
-from .util.log import log, setup_logging  # noqa: E402
+from .util.log import log, mozilla_log, setup_logging  # noqa: E402
 
 USER_ERRORS = (DataError, AudioError, AlphabetError, CheckpointError, ValueError, FileNotFoundError,
                NativeLibraryError)
@@ -134,6 +134,7 @@ def _test(strategy, load_dir):
     reports = []
     for path in files(FLAGS.test_files):
         samples = load_samples([path], limit=FLAGS.limit_test, **check)
+        mozilla_log.info("Testing model on %s", path)
         report = ev.evaluate(model, strategy, samples, os.path.basename(path), alphabet, features,
                              FLAGS.test_batch_size, FLAGS.show_progressbar, decoder=decoder,
                              reverse=FLAGS.reverse_test)
@@ -161,7 +162,7 @@ def _one_shot(strategy, load_dir):
 
 def main(argv):
     del argv
-    setup_logging(FLAGS.log_level)
+    setup_logging(FLAGS.log_level, mozilla_stdout=not FLAGS.one_shot_infer)  # a transcript is its output
     try:
         if not (FLAGS.train_files or FLAGS.test_files or FLAGS.export_dir or FLAGS.one_shot_infer):
             raise ValueError("nothing to do: give --train_files, --test_files, --export_dir or --one_shot_infer")
@@ -199,7 +200,7 @@ def evaluate_main(argv):
     """Mozilla's evaluate.py: test the checkpoint (--load_evaluate of --checkpoint_dir or
     --load_checkpoint_dir) on --test_files, as ``DeepSpeech.py --test_files`` without training."""
     del argv
-    setup_logging(FLAGS.log_level)
+    setup_logging(FLAGS.log_level, mozilla_stdout=True)
     try:
         if not FLAGS.test_files:
             raise ValueError("give the sets to evaluate on with --test_files")

@@ -22,11 +22,12 @@ from .features import FeatureCache, FeatureConfig
 from .families import build_model
 from .transfer import freeze_all_but_last, last_layers, log_plan
 from ds_ctcdecoder.alphabet import Alphabet
-from .util.log import log
+from .util.log import log, mozilla_log
 from .util.plots import plot_training_curves
 
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PLOT_EVERY_S = 30  # training_curves.png is redrawn at most this often, and when the run ends
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,7 @@ class Trainer:
             self.optimizer = make_optimizer(cfg)
             self.optimizer.build(self.model.trainable_variables)
             self.counters = Counters()
+        self._plotted = 0.0  # when training_curves.png was last drawn (time.time())
         self.store = CheckpointStore(self.model, self.optimizer, self.counters.as_dict(),
                                      load_dir=store_dirs[0], save_dir=store_dirs[1],
                                      max_to_keep=max_to_keep, description=description)
@@ -280,12 +282,22 @@ class Trainer:
                 epoch = int(self.counters.epoch.numpy())
                 train_loss = self._run_epoch(step, train, epoch, global_batch, stop, writers)
                 if stop.requested:
+                    self._plot(force=True)
                     return stop.name
                 outcome = self._end_epoch(epoch, train_loss, dev, eval_step, writers)
                 self._log_metrics(epoch, metrics or {}, eval_step, writers)
                 if outcome:
+                    self._plot(force=True)
                     return outcome
+        self._plot(force=True)
         return "done"
+
+    def _plot(self, force: bool) -> None:
+        """Redraw training_curves.png (a fifth of a second: not after each of many short epochs)."""
+        if self.chief and len(self.counters.history.numpy()) and (
+                force or time.time() - self._plotted >= PLOT_EVERY_S):
+            plot_training_curves(self.counters.history.numpy(), self.store.save_dir)
+            self._plotted = time.time()
 
     def _run_epoch(self, step, train, epoch, global_batch, stop, writers) -> float:
         cfg = self.cfg
@@ -309,6 +321,8 @@ class Trainer:
         losses, last_save = [], time.time()
         audio_seconds, started = 0.0, time.time()
         last_log = started
+        if not cfg.show_progressbar:  # Mozilla's progress lines replace its bar
+            mozilla_log.info("Training epoch %d...", epoch + 1)
         bar = tqdm(total=n_batches, initial=done, desc=f"Epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.show_progressbar and self.chief), unit="batch")
         for batch in batches:
@@ -335,10 +349,12 @@ class Trainer:
                     break
         bar.close()
         audio_seconds = float(sum_over_workers(self.strategy, [audio_seconds])[0])
-        log.info("Epoch %d: train loss %.3f, %.0f s of audio per second",
-                 epoch + 1, np.mean(losses) if losses else float("nan"),
+        mean_loss = float(np.mean(losses)) if losses else float("nan")
+        log.info("Epoch %d: train loss %.3f, %.0f s of audio per second", epoch + 1, mean_loss,
                  audio_seconds / max(time.time() - started, 1e-9))
-        return float(np.mean(losses)) if losses else float("nan")
+        if not cfg.show_progressbar:
+            mozilla_log.info("Finished training epoch %d - loss: %f", epoch + 1, mean_loss)
+        return mean_loss
 
     def _element_spec(self, samples):
         """One signature for every batch (any batch size and length): the step is traced once."""
@@ -366,10 +382,7 @@ class Trainer:
         self.counters.batch_in_epoch.assign(0)
         dev_loss = wer = cer = float("nan")
         if dev:
-            reports = [ev.evaluate(self.model, self.strategy, samples, name, self.alphabet,
-                                   self.features, cfg.dev_batch_size, cfg.show_progressbar and self.chief,
-                                   eval_step, reverse=cfg.reverse_dev)
-                       for name, samples in dev.items()]
+            reports = [self._validate(epoch, name, samples, eval_step) for name, samples in dev.items()]
             weights = [len(samples) for samples in dev.values()]  # the same on every host
             dev_loss = float(np.average([r.loss for r in reports], weights=weights))
             wer = float(np.average([r.wer for r in reports], weights=weights))
@@ -386,19 +399,29 @@ class Trainer:
         if cfg.lr_anneal != 1.0:
             self.learning_rate.assign(self.learning_rate / cfg.lr_anneal)
         self._save("last")
-        if self.chief:
-            plot_training_curves(self.counters.history.numpy(), self.store.save_dir)
+        self._plot(force=False)
         return outcome
+
+    def _validate(self, epoch: int, name: str, samples: list[Sample], eval_step) -> ev.Report:
+        cfg = self.cfg
+        if not cfg.show_progressbar:
+            mozilla_log.info("Validating epoch %d on %s...", epoch + 1, name)
+        report = ev.evaluate(self.model, self.strategy, samples, name, self.alphabet, self.features,
+                             cfg.dev_batch_size, cfg.show_progressbar and self.chief, eval_step,
+                             reverse=cfg.reverse_dev)
+        if not cfg.show_progressbar:
+            mozilla_log.info("Finished validating epoch %d on %s - loss: %f", epoch + 1, name, report.loss)
+        return report
 
     def _log_metrics(self, epoch: int, metrics: dict[str, list[Sample]], eval_step, writers) -> None:
         """Mozilla's --metrics_files: the CTC loss of each set, logged in Mozilla's words; it does not
         count for the best checkpoint, early stops or plateaus."""
         for name, samples in metrics.items():
-            log.info("Metrics for epoch %d on %s...", epoch + 1, name)
+            mozilla_log.info("Metrics for epoch %d on %s...", epoch + 1, name)
             loss = ev.mean_loss(self.model, self.strategy, samples, name, self.features,
                                 self.cfg.dev_batch_size, self.cfg.show_progressbar and self.chief, eval_step,
                                 reverse=self.cfg.reverse_dev)
-            log.info("Metrics for epoch %d on %s - loss: %f", epoch + 1, name, loss)
+            mozilla_log.info("Metrics for epoch %d on %s - loss: %f", epoch + 1, name, loss)
             with writers["metrics"].as_default(step=epoch + 1):
                 tf.summary.scalar(f"loss/{name}", loss)
 
@@ -409,7 +432,7 @@ class Trainer:
             c.epochs_since_best.assign(0)
             path = self._save("best")
             if path:
-                log.info("Saved new best validating model with loss %f to: %s", dev_loss, path)  # Mozilla's words
+                mozilla_log.info("Saved new best validating model with loss %f to: %s", dev_loss, path)
             return None
         c.epochs_since_best.assign_add(1)
         waited = int(c.epochs_since_best.numpy())
