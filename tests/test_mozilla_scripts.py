@@ -199,15 +199,17 @@ def test_transfer_learning_to_russian(sandbox):
     assert "I Initializing variable: logits/kernel" in proc.stdout  # --drop_source_layers 1
 
 
+@pytest.mark.slow  # ~1 min; the augmentations themselves are tested in test_augment.py
 def test_sample_augmentations(sandbox):
     if not all((ROOT / "bin" / f).exists() for f in ("play.py", "compare_samples.py")):
         pytest.skip("bin/play.py and bin/compare_samples.py: other worker")
     sandbox.script("run-tc-sample_augmentations.sh")
 
 
-@pytest.mark.parametrize("name, args", [("run-tc-ldc93s1_new_sdb.sh", (220, RATE)),
-                                        ("run-tc-ldc93s1_new_sdb_csv.sh", (109, RATE)),
-                                        ("run-tc-ldc93s1_checkpoint_sdb.sh", ())])
+@pytest.mark.parametrize("name, args", [  # the two trainings take 2-2.5 min each on 2 cores: slow
+    pytest.param("run-tc-ldc93s1_new_sdb.sh", (220, RATE), marks=pytest.mark.slow),
+    pytest.param("run-tc-ldc93s1_new_sdb_csv.sh", (109, RATE), marks=pytest.mark.slow),
+    ("run-tc-ldc93s1_checkpoint_sdb.sh", ())])
 def test_sdb_scripts(sandbox, name, args):
     if not (ROOT / "training" / "deepspeech_training" / "sdb.py").exists():
         pytest.skip("SDB: other worker")
