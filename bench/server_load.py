@@ -73,10 +73,12 @@ def read_clips(csv_path: str, limit: int = 0) -> list[tuple[str, np.ndarray, int
     return clips
 
 
-def offline_transcripts(model_path: str, clips) -> dict[str, str]:
-    import deepspeech
+def offline_transcripts(model_path: str, clips, **decoder) -> dict[str, str]:
+    """Offline ``stt()`` of each clip with the server's decoder settings (``decoder``: ServerConfig's
+    scorer, beam_width, cutoff_prob, cutoff_top_n; the server's defaults otherwise)."""
+    from deepspeech.server import ServerConfig, configured_model
 
-    model = deepspeech.Model(model_path)
+    model = configured_model(ServerConfig(model=model_path, **decoder))
     return {path: model.stt(audio) for path, audio, _ in clips}
 
 
@@ -124,23 +126,30 @@ def percentiles(values) -> dict:
 class Stats:
     def __init__(self):
         self.latencies, self.steps, self.first, self.finals = [], [], [], []
-        self.clips = self.behind = self.late_sends = self.failed = 0
+        self.clips = self.behind = self.late_sends = self.failed = self.rejected = 0
         self.errors: list[str] = []
         self.texts: list[tuple[str, str]] = []
 
 
-async def stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats: Stats, geometry=None) -> None:
-    """One clip on one connection, in real time; a connection that breaks counts in ``stats.failed``."""
-    from websockets.exceptions import WebSocketException
+async def stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats: Stats, geometry=None,
+                      pace: float = 1.0) -> None:
+    """One clip on one connection, in real time (``pace`` 0: as fast as the server answers); a
+    connection that breaks counts in ``stats.failed``."""
+    from websockets.exceptions import InvalidStatus, WebSocketException
 
     try:
-        await _stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats, geometry)
+        await _stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats, geometry, pace)
+    except InvalidStatus as err:
+        if err.response.status_code != 503:
+            raise
+        stats.rejected += 1  # beyond the server's --max_streams: refused before the handshake
+        await asyncio.sleep(chunk_ms / 1000)
     except (OSError, WebSocketException, TimeoutError) as err:
         stats.failed += 1
         stats.errors.append(f"{path}: {type(err).__name__}: {err}")
 
 
-async def _stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats: Stats, geometry) -> None:
+async def _stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats: Stats, geometry, pace) -> None:
     from websockets.asyncio.client import connect
 
     chunk = max(1, round(rate * chunk_ms / 1000))
@@ -173,10 +182,10 @@ async def _stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats: Stats,
         receiver = asyncio.create_task(receive())
         start = time.perf_counter()
         for k, piece in enumerate(pieces):
-            delay = start + k * chunk_ms / 1000 - time.perf_counter()
+            delay = start + k * pace * chunk_ms / 1000 - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            elif -delay > chunk_ms / 1000:
+            elif pace and -delay > chunk_ms / 1000:
                 stats.late_sends += 1
                 behind[0] = True
             sent.append(time.perf_counter())
@@ -211,10 +220,42 @@ async def run_load(url: str, clips, concurrency: int, seconds: float, chunk_ms: 
     return stats
 
 
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+async def abandon_clip(url, audio) -> None:
+    """A client that leaves mid-stream: half the clip, then the connection closes without eof."""
+    from websockets.asyncio.client import connect
+
+    async with connect(url, max_size=None, ping_interval=None) as ws:
+        for piece in np.array_split(audio[:len(audio) // 2], 4):
+            await ws.send(piece.astype("<i2").tobytes())
+        await ws.recv()
+
+
+async def churn(url, clips, connections: int, pid: int, every: int = 100) -> tuple[Stats, list]:
+    """``connections`` sequential connections, each a whole clip as fast as the server answers,
+    every 4th abandoned mid-stream -> (Stats, [(connections so far, server RSS MiB)])."""
+    stats, rss = Stats(), [(0, rss_mib(pid))]
+    for i in range(connections):
+        path, audio, rate = clips[i % len(clips)]
+        if i % 4 == 3:
+            await abandon_clip(url, audio)
+        else:
+            await stream_clip(url, path, audio, rate, 500, 1e9, stats, pace=0.0)
+        if (i + 1) % every == 0:
+            rss.append((i + 1, rss_mib(pid)))
+    return stats, rss
+
+
 def report(stats: Stats, expected: dict[str, str] | None) -> dict:
     mismatches = [p for p, t in stats.texts if expected is not None and expected[p] != t]
     return {"clips": stats.clips, "behind": stats.behind, "late_sends": stats.late_sends,
-            "failed": stats.failed, "errors": stats.errors[:3],
+            "failed": stats.failed, "rejected": stats.rejected, "errors": stats.errors[:3],
             "mismatches": len(mismatches), "checked": expected is not None,
             "latency_ms": percentiles(stats.latencies), "step_latency_ms": percentiles(stats.steps),
             "first_partial_ms": percentiles(stats.first),
@@ -229,13 +270,13 @@ def cpu_seconds(pid: int) -> float:
 class ServerProcess:
     """``deepspeech.server`` in a child process (optionally ``taskset -c CORE``), with --stats_file."""
 
-    def __init__(self, model, max_batch, core=None, scorer=""):
+    def __init__(self, model, max_batch, core=None, decoder: dict | None = None, max_streams: int = 1000):
         handle, self.stats_file = tempfile.mkstemp(suffix=".json")
         os.close(handle)
         cmd = [sys.executable, "-m", "deepspeech.server", "--model", model, "--port", "0",
-               "--max_batch", str(max_batch), "--max_streams", "1000", "--stats_file", self.stats_file]
-        if scorer:
-            cmd += ["--scorer", scorer]
+               "--max_batch", str(max_batch), "--max_streams", str(max_streams), "--stats_file", self.stats_file]
+        for name, value in (decoder or {}).items():
+            cmd += [f"--{name}", str(value)]
         if core is not None:
             cmd = ["taskset", "-c", str(core)] + cmd
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -255,7 +296,7 @@ class ServerProcess:
 
 
 def measure(args, clips, expected, max_batch: int, concurrency: int, searching: bool = False) -> dict:
-    server = ServerProcess(args.model, max_batch, args.server_core, args.scorer)
+    server = ServerProcess(args.model, max_batch, args.server_core, decoder_options(args), args.max_streams)
     try:
         cpu0, t0 = cpu_seconds(server.proc.pid), time.perf_counter()
         stats = asyncio.run(run_load(server.url, clips, concurrency, args.seconds, args.chunk_ms,
@@ -264,10 +305,23 @@ def measure(args, clips, expected, max_batch: int, concurrency: int, searching: 
     finally:
         server_stats = server.stop()
     row = {"max_batch": max_batch, "concurrency": concurrency, "chunk_ms": args.chunk_ms,
-           **report(stats, expected), "batch_sizes": server_stats["batch_sizes"],
+           "n_steps": args.geometry[2], **decoder_options(args), **report(stats, expected), "batch_sizes": server_stats["batch_sizes"],
            "server_cpu_s": round(cpu, 2), "wall_s": round(wall, 2), "server_cpu_share": round(cpu / wall, 3)}
     row["ok"] = row["behind"] == 0 and row["failed"] == 0 and row["step_latency_ms"].get("p98", 1e9) <= args.p98_ms
     return row
+
+
+def memory(args, clips, expected, max_batch: int) -> dict:
+    """Server RSS over ``--connections`` sequential connections (a quarter of them abandoned)."""
+    server = ServerProcess(args.model, max_batch, args.server_core, decoder_options(args))
+    try:
+        stats, rss = asyncio.run(churn(server.url, clips, args.connections, server.proc.pid,
+                                       max(1, args.connections // 20)))
+    finally:
+        server.stop()
+    return {"max_batch": max_batch, "connections": args.connections, "rss_mib": rss,
+            "rss_growth_mib": round(rss[-1][1] - rss[1][1], 1) if len(rss) > 2 else None,
+            **{k: v for k, v in report(stats, expected).items() if k in ("clips", "failed", "errors", "mismatches")}}
 
 
 def capacity(args, clips, expected, max_batch: int, emit) -> int:
@@ -291,10 +345,19 @@ def capacity(args, clips, expected, max_batch: int, emit) -> int:
             c = (good + bad) // 2
 
 
+def decoder_options(args) -> dict:
+    """The server's decoder flags (and the offline check's settings) from this script's."""
+    options = {"beam_width": args.beam_width, "cutoff_prob": args.cutoff_prob, "cutoff_top_n": args.cutoff_top_n}
+    return {**options, "scorer": args.scorer} if args.scorer else options
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True)
     p.add_argument("--scorer", default="")
+    p.add_argument("--beam_width", type=int, default=0, help="the server's (0: the model's)")
+    p.add_argument("--cutoff_prob", type=float, default=0.999, help="the server's beam pruning")
+    p.add_argument("--cutoff_top_n", type=int, default=40, help="the server's beam pruning")
     p.add_argument("--test_csv", default=str(REPO / "data/espeak-en/test.csv"))
     p.add_argument("--limit", type=int, default=0, help="first N clips only")
     p.add_argument("--concurrency", default="10,20,30")
@@ -306,7 +369,11 @@ def parse_args(argv=None):
     p.add_argument("--p98_ms", type=float, default=100.0)
     p.add_argument("--server_core", type=int, default=None)
     p.add_argument("--client_core", type=int, default=None)
+    p.add_argument("--max_streams", type=int, default=1000,
+                   help="the server's (overload: streams beyond it get HTTP 503, counted as rejected)")
     p.add_argument("--capacity", action="store_true")
+    p.add_argument("--connections", type=int, default=0,
+                   help="instead: the server's RSS over this many sequential connections")
     p.add_argument("--capacity_start", type=int, default=8)
     p.add_argument("--capacity_step", type=int, default=2)
     p.add_argument("--capacity_max", type=int, default=256)
@@ -324,7 +391,7 @@ def main(argv=None) -> int:
     except (OSError, LoadError) as err:
         print(f"server_load: {err}", file=sys.stderr)
         return 1
-    expected = None if args.no_check else offline_transcripts(args.model, clips)
+    expected = None if args.no_check else offline_transcripts(args.model, clips, **decoder_options(args))
     args.geometry = model_geometry(args.model)
     try:
         run_all(args, clips, expected)
@@ -343,7 +410,9 @@ def run_all(args, clips, expected) -> None:
             out.flush()
 
         for max_batch in (int(b) for b in args.max_batch.split(",")):
-            if args.capacity:
+            if args.connections:
+                emit(memory(args, clips, expected, max_batch))
+            elif args.capacity:
                 emit({"max_batch": max_batch, "capacity": capacity(args, clips, expected, max_batch, emit)})
             else:
                 for c in (int(c) for c in args.concurrency.split(",")):

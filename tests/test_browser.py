@@ -15,6 +15,7 @@ from test_server import Running
 
 import deepspeech
 from deepspeech.audio import from_int16, resample
+from deepspeech.server import ServerConfig, configured_model
 
 websockets = pytest.importorskip("websockets")
 from websockets.sync.client import connect  # noqa: E402
@@ -121,7 +122,7 @@ def test_the_page_transcribes_the_microphone(exports, tmp_path, query):  # noqa:
     assert len(audio) == round(2 * rate) and np.abs(audio).max() > 1000  # 2 s of the (looping) WAV, not silence
     if query:
         assert rate == 16000
-    expected = offline_text(deepspeech.Model(path), chunks, rate)
+    expected = offline_text(configured_model(ServerConfig(model=path)), chunks, rate)
     assert expected and shown == expected
     assert words == expected.split()
     assert len(partials) == len(chunks) and partials[-1]  # one live partial per chunk sent

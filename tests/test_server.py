@@ -16,8 +16,9 @@ import deepspeech
 websockets = pytest.importorskip("websockets")
 from websockets.sync.client import connect  # noqa: E402
 
+from deepspeech.audio import from_int16  # noqa: E402
 from deepspeech.dispatch import NotStreamable  # noqa: E402
-from deepspeech.server import Server, ServerConfig  # noqa: E402
+from deepspeech.server import Server, ServerConfig, configured_model  # noqa: E402
 
 
 class Running:
@@ -67,7 +68,7 @@ def transcribe(url, audio, chunk, config=None, sample_rate=None):
 def step_model(exports):  # noqa: F811
     path = exported(exports, "step")
     clips = [speechlike(seconds, seed) for seconds, seed in ((1.3, 1), (0.7, 2), (2.1, 3), (1.0, 4))]
-    model = deepspeech.Model(path)
+    model = configured_model(ServerConfig(model=path))
     return path, clips, [model.stt(clip) for clip in clips]
 
 
@@ -108,8 +109,7 @@ def test_batched_and_unbatched_finals_are_identical(step_model):
 
 def test_scorer_and_hot_words_as_offline(step_model, scorer_path):  # noqa: F811
     path, clips, _ = step_model
-    model = deepspeech.Model(path)
-    model.enableExternalScorer(scorer_path)
+    model = configured_model(ServerConfig(model=path, scorer=scorer_path))
     expected = model.stt(clips[0])
     model.addHotWord("cat", 8.0)
     boosted = model.stt(clips[0])
@@ -117,6 +117,26 @@ def test_scorer_and_hot_words_as_offline(step_model, scorer_path):  # noqa: F811
         assert transcribe(running.url, clips[0], 700)[1]["text"] == expected
         final = transcribe(running.url, clips[0], 700, config={"hot_words": {"cat": 8}})[1]
     assert final["text"] == boosted
+
+
+def test_beam_pruning_is_the_servers_and_offline(step_model):
+    """--cutoff_prob/--cutoff_top_n reach the server's beam search: with a pruning that keeps one
+    label a frame the final is the greedy transcript; with none (1.0) it is Mozilla's default stt()."""
+    path, clips, _ = step_model
+    model = deepspeech.Model(path)
+    probs = model._impl.probs(model._impl.features(from_int16(clips[2])))
+    best = probs.argmax(-1)
+    labels = [int(k) for i, k in enumerate(best) if k != probs.shape[-1] - 1 and (i == 0 or k != best[i - 1])]
+    greedy = model._impl.alphabet.Decode(labels)
+    with Running(model=path, cutoff_prob=0.01, cutoff_top_n=1) as running:
+        pruned = transcribe(running.url, clips[2], 1000)[1]["text"]
+    with Running(model=path, cutoff_prob=1.0) as running:
+        unpruned = transcribe(running.url, clips[2], 1000)[1]["text"]
+    assert pruned == configured_model(ServerConfig(model=path, cutoff_prob=0.01, cutoff_top_n=1)).stt(clips[2])
+    assert pruned == greedy and pruned != unpruned  # the random model's beam search is not greedy
+    assert unpruned == model.stt(clips[2])
+    with pytest.raises(ValueError, match="cutoff_prob"):
+        model.setBeamPruning(0.0, 40)
 
 
 def test_other_sample_rates_are_resampled(step_model):
@@ -128,7 +148,7 @@ def test_other_sample_rates_are_resampled(step_model):
         _, final, _ = transcribe(running.url, audio8k, len(audio8k), config={"sample_rate": 8000, "words": False})
         _, chunked, _ = transcribe(running.url, audio8k, 1000, config={"sample_rate": 8000})
     assert "result" not in final
-    model = deepspeech.Model(path)  # offline on the same float resampled audio (not requantized)
+    model = configured_model(ServerConfig(model=path))  # offline on the same resampled audio (not requantized)
     audio = resample(from_int16(audio8k), 8000, 16000)
     back = str(model._decoding().decode(model._impl.probs(model._impl.features(audio)), 1).transcripts[0])
     assert final["text"] == back  # one chunk: the same resampling as the whole clip
@@ -222,7 +242,7 @@ def test_sigterm_finishes_open_streams_with_their_finals(step_model):
             with pytest.raises(websockets.ConnectionClosedOK):
                 ws.recv(timeout=30)
         assert proc.wait(30) == 0
-        assert final["text"] == deepspeech.Model(path).stt(sent)
+        assert final["text"] == configured_model(ServerConfig(model=path)).stt(sent)
         log = proc.stderr.read()
         assert log.count("stream 1 from") == 1 and "stopped" in log
     finally:

@@ -122,3 +122,20 @@ def test_a_server_that_is_gone_counts_failed_streams(clips_csv):
     row = server_load.report(stats, None)
     assert row["failed"] == 1 and row["clips"] == 0 and "ConnectionRefused" in row["errors"][0]
     assert row["latency_ms"] == {"n": 0}
+
+
+def test_overload_is_refused_with_503_and_memory_is_sampled(exports, clips_csv, tmp_path):  # noqa: F811
+    path = exported(exports, "step")
+    out = tmp_path / "rows.jsonl"
+    assert server_load.main(["--model", path, "--test_csv", clips_csv, "--max_batch", "4", "--seconds", "1",
+                             "--concurrency", "3", "--max_streams", "1", "--chunk_ms", "200",
+                             "--out", str(out)]) == 0
+    assert server_load.main(["--model", path, "--test_csv", clips_csv, "--max_batch", "4", "--connections",
+                             "8", "--out", str(out)]) == 0
+    overload, memory = [json.loads(line) for line in out.read_text().splitlines()]
+    assert overload["rejected"] > 0 and overload["clips"] >= 1 and overload["failed"] == 0
+    assert overload["mismatches"] == 0
+    assert memory["connections"] == 8 and memory["clips"] == 6  # every 4th connection leaves mid-stream
+    assert memory["failed"] == 0 and memory["mismatches"] == 0
+    counts = [n for n, _ in memory["rss_mib"]]
+    assert counts == list(range(0, 9)) and all(mib > 10 for _, mib in memory["rss_mib"])

@@ -59,6 +59,9 @@ class ServerConfig:
     max_stream_seconds: float = 600.0
     max_message_bytes: int = 1 << 20
     stats_file: str = ""
+    beam_width: int = 0
+    cutoff_prob: float = 0.999
+    cutoff_top_n: int = 40
 
 
 class Fault(Exception):
@@ -128,17 +131,27 @@ def _static(connection, path: str):
     return response
 
 
+def configured_model(config: ServerConfig):
+    """The ``deepspeech.Model`` with the server's decoder settings (scorer, beam width, pruning):
+    its offline ``stt()`` gives the server's final results."""
+    from . import Model
+
+    model = Model(config.model)
+    if config.scorer:
+        model.enableExternalScorer(config.scorer)
+    if config.beam_width:
+        model.setBeamWidth(config.beam_width)
+    model.setBeamPruning(config.cutoff_prob, config.cutoff_top_n)
+    return model
+
+
 class Server:
     """The model, its dispatcher and the WebSocket server. ``run()`` serves until SIGTERM/SIGINT."""
 
     def __init__(self, config: ServerConfig):
-        from . import Model
-
         self.config = config
-        self.model = Model(config.model)
+        self.model = configured_model(config)
         self.acoustic, runtime = streaming_parts(self.model, config.model)
-        if config.scorer:
-            self.model.enableExternalScorer(config.scorer)
         self.dispatcher = Dispatcher(runtime, config.max_batch, on_error=self._model_failed)
         self._ids = itertools.count(1)
         self._admitted = 0
@@ -329,10 +342,19 @@ def parse_args(argv=None) -> ServerConfig:
     parser.add_argument("--max_stream_seconds", type=float, default=600.0, help="of audio a stream")
     parser.add_argument("--max_message_bytes", type=int, default=1 << 20)
     parser.add_argument("--stats_file", default="", help="write the batch-size histogram (JSON) here at shutdown")
+    parser.add_argument("--beam_width", type=int, default=0, help="of the beam search (0: the model's, 500 by "
+                        "default)")
+    parser.add_argument("--cutoff_prob", type=float, default=0.999,
+                        help="beam pruning: at each frame try only the most likely labels whose probabilities "
+                        "add up to this (1.0: all, as the client; Deep Speech 2's deployment used 0.99, which cost the demo "
+                        "model 2.5 points of WER with a scorer, 0.999 0.1: BENCHMARKS.md)")
+    parser.add_argument("--cutoff_top_n", type=int, default=40, help="beam pruning: at most this many labels a frame")
     args = parser.parse_args(argv)
-    for name in ("max_batch", "max_streams", "max_message_bytes"):
+    for name in ("max_batch", "max_streams", "max_message_bytes", "cutoff_top_n"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
+    if not 0.0 < args.cutoff_prob <= 1.0:
+        parser.error("--cutoff_prob must be in (0, 1]")
     return ServerConfig(**vars(args))
 
 
