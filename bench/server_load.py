@@ -304,7 +304,8 @@ def measure(args, clips, expected, max_batch: int, concurrency: int, searching: 
         cpu, wall = cpu_seconds(server.proc.pid) - cpu0, time.perf_counter() - t0
     finally:
         server_stats = server.stop()
-    row = {"max_batch": max_batch, "concurrency": concurrency, "chunk_ms": args.chunk_ms,
+    row = {"model": os.path.basename(args.model), "max_batch": max_batch, "concurrency": concurrency,
+           "chunk_ms": args.chunk_ms,
            "n_steps": args.geometry[2], **decoder_options(args), **report(stats, expected), "batch_sizes": server_stats["batch_sizes"],
            "server_cpu_s": round(cpu, 2), "wall_s": round(wall, 2), "server_cpu_share": round(cpu / wall, 3)}
     row["ok"] = row["behind"] == 0 and row["failed"] == 0 and row["step_latency_ms"].get("p98", 1e9) <= args.p98_ms
@@ -351,6 +352,29 @@ def decoder_options(args) -> dict:
     return {**options, "scorer": args.scorer} if args.scorer else options
 
 
+def markdown(rows: list[dict]) -> str:
+    """The rows of one bench/server_load.sh run as BENCHMARKS.md tables (latency, capacity, memory)."""
+    lines = ["| model | n_steps | server | streams | step p50 / p98 ms | first partial p50 | final p50 / p98 ms "
+             "| mean batch | server CPU | finals = stt() |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in (r for r in rows if "concurrency" in r and "search" not in r):
+        sizes = {int(k): v for k, v in r["batch_sizes"].items()}
+        mean = sum(k * v for k, v in sizes.items()) / max(1, sum(sizes.values()))
+        server = "unbatched" if r["max_batch"] == 1 else f"Batch Dispatch ({r['max_batch']})"
+        extra = f", {r['rejected']} refused (503)" if r.get("rejected") else ""
+        step, final = r["step_latency_ms"], r["final_ms"]
+        lines.append(f"| {r.get('model', '')} | {r['n_steps']} | {server} | {r['concurrency']}{extra} | "
+                     f"{step.get('p50')} / {step.get('p98')} | {r['first_partial_ms'].get('p50')} | "
+                     f"{final.get('p50')} / {final.get('p98')} | {mean:.2f} | {100 * r['server_cpu_share']:.0f}% | "
+                     f"{r['clips'] - r['mismatches']}/{r['clips']} |")
+    for r in rows:
+        if "capacity" in r:
+            lines.append(f"\nCapacity ({r.get('model', '')}, max_batch {r['max_batch']}): {r['capacity']} streams")
+        if "connections" in r:
+            lines.append(f"\nRSS over {r['connections']} connections (MiB): " +
+                         ", ".join(f"{n}: {m}" for n, m in r["rss_mib"][::4] + r["rss_mib"][-1:]))
+    return "\n".join(lines)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True)
@@ -382,7 +406,17 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def print_table(argv) -> int:
+    """``server_load.py --table ROWS.jsonl``: print the rows as BENCHMARKS.md tables."""
+    with open(argv[1], encoding="utf-8") as f:
+        print(markdown([json.loads(line) for line in f if line.strip()]))
+    return 0
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--table"]:
+        return print_table(argv)
     args = parse_args(argv)
     if args.client_core is not None:
         os.sched_setaffinity(0, {args.client_core})
@@ -413,7 +447,8 @@ def run_all(args, clips, expected) -> None:
             if args.connections:
                 emit(memory(args, clips, expected, max_batch))
             elif args.capacity:
-                emit({"max_batch": max_batch, "capacity": capacity(args, clips, expected, max_batch, emit)})
+                emit({"model": os.path.basename(args.model), "max_batch": max_batch,
+                      "capacity": capacity(args, clips, expected, max_batch, emit)})
             else:
                 for c in (int(c) for c in args.concurrency.split(",")):
                     emit(measure(args, clips, expected, max_batch, c))

@@ -479,12 +479,12 @@ def test_cli_command_reports_a_missing_model_without_traceback(tmp_path):
     assert version.returncode == 0 and version.stdout.strip() == f"DeepSpeech {deepspeech.version()}"
 
 
-# --- bin/transcribe.py and bin/evaluate_tflite.py
+# --- transcribe.py and evaluate_tflite.py (Mozilla's top-level scripts)
 
 def load_tool(name):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bin" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -492,7 +492,8 @@ def load_tool(name):
 
 
 def test_transcribe_splits_at_pauses_and_times_words(fake_model, tmp_path, capsys):
-    transcribe = load_tool("transcribe")
+    from deepspeech_training import transcribe
+
     second = np.zeros(RATE, np.int16)
     audio = np.concatenate([second, tone_audio("the cat"), second, tone_audio("a dog sat"), second])
     wav = write_wav(tmp_path / "talk.wav", audio)
@@ -511,6 +512,8 @@ def test_transcribe_splits_at_pauses_and_times_words(fake_model, tmp_path, capsy
     write_wav(sub / "b.flac", np.concatenate([second, tone_audio("dog")]), format="FLAC")
     assert transcribe.main(["--model", fake_model(), "--src", str(tmp_path), "--recursive", "--force"]) == 0
     assert json.loads((sub / "b.tlog").read_text())[0]["transcript"] == "dog"
+    assert transcribe.main(["--model", fake_model(), "--src", wav, "--vad_aggressiveness", "7"]) == 1
+    assert "transcribe: error: flag --vad_aggressiveness" in capsys.readouterr().err
 
 
 def test_evaluate_tflite_reports_wer_in_parallel(fake_model, tmp_path, capsys):

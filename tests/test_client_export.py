@@ -138,7 +138,7 @@ def test_cli_refuses_broken_and_incompatible_models(exports, tmp_path):
 @pytest.mark.slow
 def test_trained_streaming_model_through_cli_and_evaluate_tflite(tmp_path):
     """Mozilla's smoke test for the client: overfit one espeak-ng clip with a unidirectional model,
-    export TFLite; the CLI (one-shot and streaming) and bin/evaluate_tflite.py read the clip as the
+    export TFLite; the CLI (one-shot and streaming) and evaluate_tflite.py read the clip as the
     trainer's --one_shot_infer does."""
     from conftest import ROOT, run_trainer
     from rapidfuzz.distance import Levenshtein
@@ -165,7 +165,7 @@ def test_trained_streaming_model_through_cli_and_evaluate_tflite(tmp_path):
     lines = streamed.stdout.strip().splitlines()
     assert one_shot == trainer and lines[-1] == one_shot and len(lines) > 3
     assert Levenshtein.distance(one_shot, expected) <= 0.25 * len(expected), (one_shot, expected)
-    report = subprocess.run([sys.executable, str(ROOT / "bin" / "evaluate_tflite.py"), "--model", command[2],
+    report = subprocess.run([sys.executable, str(ROOT / "evaluate_tflite.py"), "--model", command[2],
                              "--csv", str(one), "--proc", "1", "--report_count", "1"],
                             capture_output=True, text=True, check=True)
     assert f' - res: "{one_shot}"' in report.stdout and "Test on " in report.stdout
@@ -203,3 +203,46 @@ def test_step_export_takes_a_batch_of_streams(exports, suffix, tmp_path):
             np.testing.assert_allclose(batch["probs"][i], single["probs"][0], atol=1e-5)
             np.testing.assert_allclose(batch["new_state"][i], single["new_state"][0], atol=1e-5)
         runtime.step(*rows[0])
+
+
+def test_transcribe_py_from_the_checkpoint_equals_the_export(exports, tiny_corpus, tmp_path):
+    """Mozilla's way (--checkpoint_dir: the training checkpoint, segments batched) and --model (the
+    export through the client) give the same .tlog: segments, transcripts and word times."""
+    import soundfile
+
+    from deepspeech_training import transcribe
+    from deepspeech_training.checkpoint import CheckpointStore
+    from deepspeech_training.features import FeatureConfig
+    from deepspeech_training.run import _description
+    from ds_ctcdecoder import Alphabet
+
+    model, directory = exports["forward"]
+    checkpoint = tmp_path / "ck"
+    checkpoint.mkdir()
+    store = CheckpointStore(model, None, {}, load_dir="", save_dir=str(checkpoint))
+    store.save("best", 1)
+    store.describe(_description(FeatureConfig(), model.model_config, Alphabet.from_labels(LABELS)))
+    (tmp_path / "alphabet.txt").write_text("\n".join(LABELS) + "\n")
+    clips = [soundfile.read(tiny_corpus / "wav" / "test" / name, dtype="int16")[0]
+             for name in sorted(os.listdir(tiny_corpus / "wav" / "test"))[:3]]
+    silence = np.zeros(RATE, np.int16)
+    wav = write_wav(tmp_path / "talk.wav", np.concatenate([silence, clips[0], silence, clips[1], silence,
+                                                           clips[2], silence]))
+    common = ["--src", wav, "--beam_width", "16", "--alphabet_config_path", str(tmp_path / "alphabet.txt")]
+    tlogs = {}
+    for name, options in [("export", ["--model", str(directory / "output_graph.pb")]),
+                          ("batched", ["--checkpoint_dir", str(checkpoint)]),
+                          ("one_by_one", ["--checkpoint_dir", str(checkpoint), "--batch_size", "1",
+                                          "--outlier_duration_ms", "1500", "--outlier_batch_size", "2"])]:
+        assert transcribe.main([*common, *options, "--dst", str(tmp_path / f"{name}.tlog")]) == 0
+        tlogs[name] = json.loads((tmp_path / f"{name}.tlog").read_text())
+    segments = tlogs["export"]
+    assert len(segments) == 3 and all(s["transcript"] for s in segments)  # the random model says something
+    for name in ("batched", "one_by_one"):
+        assert [(s["start"], s["end"], s["transcript"]) for s in tlogs[name]] == \
+            [(s["start"], s["end"], s["transcript"]) for s in segments]
+        for ours, theirs in zip(tlogs[name], segments):
+            assert [w["word"] for w in ours["words"]] == [w["word"] for w in theirs["words"]]
+            assert [w["start_time"] for w in ours["words"]] == pytest.approx([w["start_time"] for w in theirs["words"]],
+                                                                             abs=1e-3)
+    assert transcribe.main(["--src", wav, "--checkpoint_dir", str(tmp_path / "none"), "--force"]) == 1

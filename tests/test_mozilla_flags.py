@@ -109,9 +109,14 @@ def test_evaluate_py_needs_test_files(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("script", ["transcribe.py", "evaluate_tflite.py"])
-def test_top_level_scripts_are_the_bin_ones(script):
+@pytest.mark.parametrize("script, usage, flags", [
+    ("transcribe.py", "--helpfull", ["--src", "--checkpoint_dir", "--outlier_batch_size", "--model"]),
+    ("evaluate_tflite.py", "--help", ["--model", "--csv", "--proc", "--dump"])])
+def test_top_level_scripts_take_mozillas_flags_and_bin_has_aliases(script, usage, flags):
     import subprocess
-    proc = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0 and "--model" in proc.stdout
+    helps = [subprocess.run([sys.executable, str(where / script), usage], capture_output=True, text=True,
+                            timeout=120) for where in (ROOT, ROOT / "bin")]
+    assert helps[0].returncode in (0, 1) and helps[1].returncode == helps[0].returncode  # absl's help: 1
+    assert all(flag in helps[0].stdout for flag in flags), helps[0].stdout[-2000:]
+    assert helps[1].stdout == helps[0].stdout
+    assert len((ROOT / "bin" / script).read_text().splitlines()) < 12  # a thin alias

@@ -7,6 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 from test_client import scorer_path  # noqa: F401 (the fixture)
 from test_client_export import exported, exports, speechlike  # noqa: F401 (the fixture)
@@ -91,6 +92,25 @@ def test_concurrent_streams_get_the_offline_transcript(step_model, max_batch):
     assert max(batches) <= max_batch
     if max_batch == 1:
         assert set(batches) == {1}
+    check_word_confidences(path, clips[2], results[2][1]["result"])
+
+
+def check_word_confidences(path, clip, words):
+    """conf: the geometric mean of each word's character posteriors at their frames, offline."""
+    model = configured_model(ServerConfig(model=path))
+    acoustic = model._impl
+    probs = acoustic.probs(acoustic.features(from_int16(clip)))
+    tokens = [t for t in model.sttWithMetadata(clip, 1).transcripts[0].tokens]
+    spans, current = [], []
+    for token in tokens + [None]:
+        if token is None or token.text == " ":
+            spans, current = spans + [current] * bool(current), []
+        else:
+            current.append(token)
+    expected = [float(np.exp(np.mean([np.log(probs[t.timestep][acoustic.alphabet.encode(t.text)[0]])
+                                      for t in span]))) for span in spans]
+    assert [w["conf"] for w in words] == pytest.approx(expected, abs=2e-4)
+    assert all(0 < c <= 1 for c in expected) and min(expected) < 0.99
 
 
 def test_batched_and_unbatched_finals_are_identical(step_model):

@@ -55,7 +55,12 @@ class Decoder:
         """Logits [batch, time, classes] with valid lengths -> transcripts."""
         if self.cfg.beam_width <= 0:
             return [self.alphabet.decode(ids) for ids in greedy_decode(logits, lengths, self.alphabet.blank_id)]
+        return [best.transcript for best in self.results(logits, lengths)]
+
+    def results(self, logits: np.ndarray, lengths: np.ndarray) -> list:
+        """The beam search's best ``DecodeResult`` of each row (tokens and their output frames); a
+        --beam_width below 1 searches with width 1."""
         results = ctc_beam_search_decoder_batch(
-            softmax(logits.astype(np.float32)), lengths, self.alphabet, self.cfg.beam_width,
+            softmax(logits.astype(np.float32)), lengths, self.alphabet, max(1, self.cfg.beam_width),
             self.cfg.num_processes, self.cfg.cutoff_prob, self.cfg.cutoff_top_n, self.scorer)
-        return [best[0].transcript for best in results]
+        return [best[0] for best in results]

@@ -60,6 +60,7 @@ class Recognition:
         self.frames = acoustic.frame_stream()
         self.driver = StreamingDriver(None, acoustic.metadata["streaming"], acoustic.framing.n_features)
         self.search = decoding.state()
+        self.token_probs: list[np.ndarray] = []  # each decoded output frame's label probabilities
         self.received_in = 0  # samples at the client's rate
         self.resampled_out = 0  # samples at the model's rate
         self.closed = False  # EOF taken from the inbox
@@ -102,6 +103,8 @@ class Recognition:
     def decode_frames(self, probs: np.ndarray) -> None:
         if len(probs) and not self.dropped:
             self.search.next(probs)
+            if self.words:
+                self.token_probs.extend(probs)
 
     def answer_partials(self, count: int) -> None:
         if self.dropped:
@@ -128,24 +131,36 @@ class Recognition:
         if confidence_key:
             out[confidence_key] = candidate.confidence
         if self.words:
-            out["result"] = word_timings(candidate, self._acoustic.frame_seconds)
+            out["result"] = word_timings(candidate, self._acoustic.frame_seconds, self.token_probs,
+                                         self._acoustic.alphabet)
         return out
 
 
-def word_timings(candidate, frame_seconds: float) -> list[dict]:
+def word_timings(candidate, frame_seconds: float, frame_probs=None, alphabet=None) -> list[dict]:
     """Vosk's word list: each word's start (its first character's frame), end (one frame after its
-    last character's) and conf (1.0: the CTC beam search gives no per-word posterior)."""
+    last character's) and conf: the geometric mean of the CTC posteriors of the word's characters (in
+    bytes mode: of their first bytes) at the frames the search placed them (1.0 without
+    ``frame_probs``, the output frames' probabilities, and the ``alphabet``)."""
     words, current = [], []
     for token in list(candidate.tokens) + [None]:
         if token is None or token.text == " ":
             if current:
                 words.append({"word": "".join(t.text for t in current),
                               "start": round(current[0].timestep * frame_seconds, 3),
-                              "end": round((current[-1].timestep + 1) * frame_seconds, 3), "conf": 1.0})
+                              "end": round((current[-1].timestep + 1) * frame_seconds, 3),
+                              "conf": _confidence(current, frame_probs, alphabet)})
             current = []
         else:
             current.append(token)
     return words
+
+
+def _confidence(tokens, frame_probs, alphabet) -> float:
+    if not frame_probs or alphabet is None:
+        return 1.0
+    logs = [np.log(max(float(frame_probs[t.timestep][alphabet.encode(t.text)[0]]), 1e-30)) for t in tokens
+            if t.timestep < len(frame_probs)]
+    return round(float(np.exp(np.mean(logs))), 4) if logs else 1.0
 
 
 class Dispatcher:

@@ -10,7 +10,8 @@ Protocol (Vosk's, so that its clients work), on one WebSocket port:
 - binary messages of 16-bit little-endian mono PCM at that rate, of any length (even byte counts);
   each is answered with ``{"partial": "..."}``, the transcript so far, once its audio is decoded;
 - a text message ``{"eof": 1}``; the server answers ``{"text": "...", "result": [{"word", "start",
-  "end", "conf"}, ...]}`` (``"alternatives": [{"text", "confidence", "result"}]`` with
+  "end", "conf"}, ...]}`` (``conf``: the geometric mean of the word's character posteriors;
+  ``"alternatives": [{"text", "confidence", "result"}]`` with
   ``max_alternatives`` > 0) and closes the connection (code 1000).
 
 Faults close the connection with a reason: 1007 for malformed input (an odd byte count, bad JSON,

@@ -1,5 +1,5 @@
 """Mozilla's test report, without TensorFlow: per-sample scores, WER/CER totals, the best/median/worst
-listing and the ``--test_output_file`` JSON. Shared by the trainer and ``bin/evaluate_tflite.py``."""
+listing and the ``--test_output_file`` JSON. Shared by the trainer and ``evaluate_tflite.py``."""
 from __future__ import annotations
 
 import json
