@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Training throughput on a GPU: demo and 38M-parameter models, float32 vs mixed float16 vs mixed bfloat16,
-with and without XLA, batch sizes doubling until out of memory.
+"""Training throughput on a GPU: demo and 38M-parameter models (and Mozilla 0.9's 47M-parameter model,
+--configs mozilla), float32 vs mixed float16 vs mixed bfloat16, with and without XLA, batch sizes
+doubling until out of memory.
 
     .venv/bin/python bench/train_gpu.py --configs demo ds2_38m --output bench/results/train_gpu.jsonl
 
@@ -30,8 +31,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from deepspeech_training.devices import choose_recurrent_kernels, configure_gpus  # noqa: E402
+from deepspeech_training.families import build_model  # noqa: E402
 from deepspeech_training.features import FeatureConfig  # noqa: E402
-from deepspeech_training.model import ConvSpec, DeepSpeech2, ModelConfig  # noqa: E402
+from deepspeech_training.model import ConvSpec, ModelConfig  # noqa: E402
+from deepspeech_training.mozilla import N_INPUT, WIN_STEP_MS  # noqa: E402
+from deepspeech_training.mozilla.model import MozillaConfig  # noqa: E402
 from deepspeech_training.train import TrainConfig, make_optimizer, make_train_step  # noqa: E402
 from train_throughput import CONFIGS, flops_per_frame, matmul_peak  # noqa: E402
 
@@ -43,7 +47,12 @@ GEOMETRIES = {
     "tiny": dict(conv=(ConvSpec(32, (11, 1), (3, 1)),), conv_type="1d", rnn_layers=1, rnn_units=32,
                  fc_units=32),
 }
-SECONDS = {"demo": (2.0, 6.0), "ds2_38m": (8.0, 15.0), "tiny": (1.0, 2.0)}  # utterance lengths drawn
+# Mozilla 0.9's geometry (MozillaConfig: 26 MFCC every 20 ms, 9 frames of context each side, 3 dense layers,
+# one unidirectional LSTM in its own layout, 2 dense layers): its release size (47.2M parameters) and a
+# smoke-test size
+MOZILLA_GEOMETRIES = {"mozilla": dict(n_hidden=2048), "mozilla_tiny": dict(n_hidden=32)}
+SECONDS = {"demo": (2.0, 6.0), "ds2_38m": (8.0, 15.0), "tiny": (1.0, 2.0),  # utterance lengths drawn
+           "mozilla": (2.0, 10.0), "mozilla_tiny": (1.0, 2.0)}
 CHARS_PER_SECOND = 14  # transcript length of read English speech
 
 # Dense datasheet peaks in TFLOP/s (no structured sparsity): (name fragments, {kind: peak})
@@ -56,6 +65,26 @@ GPU_PEAKS = [
     (("V100",), {"fp32": 15.7, "fp16": 125}),  # SXM2; no TF32 or bfloat16 units
 ]
 KIND = {"mixed_float16": "fp16", "mixed_bfloat16": "bf16"}
+
+
+def model_config(name: str):
+    """The model config of geometry ``name`` (Deep Speech 2's or Mozilla's)."""
+    if name in MOZILLA_GEOMETRIES:
+        return MozillaConfig(num_classes=29, **MOZILLA_GEOMETRIES[name])
+    return ModelConfig(FeatureConfig().n_features, 29, **GEOMETRIES[name])
+
+
+def frames_per_second(cfg) -> float:
+    """Feature frames per second of audio: Mozilla's MFCC every 20 ms, Deep Speech 2's every 10 ms."""
+    return 1000 / WIN_STEP_MS if isinstance(cfg, MozillaConfig) else 100.0
+
+
+def forward_flops_per_frame(cfg) -> float:
+    """Forward multiply-adds x2 per input frame (Mozilla: 3 dense, the LSTM over [x, h], 2 dense)."""
+    if not isinstance(cfg, MozillaConfig):
+        return flops_per_frame(cfg)
+    n, window = cfg.n_hidden, (2 * cfg.n_context + 1) * N_INPUT
+    return 2.0 * (window * n + 2 * n * n + 2 * n * 4 * n + n * n + n * cfg.num_classes)
 
 
 def peak_kind(precision: str, on_gpu: bool) -> str:
@@ -73,30 +102,33 @@ def datasheet_peak(device_name: str, kind: str) -> float | None:
     return None
 
 
-def synthetic_batch(rng, batch: int, seconds: tuple[float, float], n_features: int, classes: int):
-    """Log-spectrogram-like features: lengths drawn uniformly in ``seconds``, padded to the longest."""
-    frames = (rng.uniform(*seconds, size=batch) * 100).astype(np.int32)
-    labels = np.maximum((frames / 100 * CHARS_PER_SECOND).astype(np.int32), 1)
+def synthetic_batch(rng, batch: int, seconds: tuple[float, float], n_features: int, classes: int,
+                    rate: float = 100.0):
+    """Log-spectrogram-like features, ``rate`` frames per second: lengths drawn uniformly in ``seconds``,
+    padded to the longest."""
+    frames = (rng.uniform(*seconds, size=batch) * rate).astype(np.int32)
+    labels = np.maximum((frames / rate * CHARS_PER_SECOND).astype(np.int32), 1)
     x = rng.normal(size=(batch, frames.max(), n_features)).astype(np.float32)
     y = rng.integers(0, classes - 1, size=(batch, labels.max())).astype(np.int32)
     return ((tf.constant(x), tf.constant(frames)), (tf.constant(y), tf.constant(labels)),
             tf.range(batch, dtype=tf.int64))
 
 
-def time_config(cfg: ModelConfig, precision: str, xla: bool, batch: int, seconds, steps: int,
+def time_config(cfg, precision: str, xla: bool, batch: int, seconds, steps: int,
                 warmup: int, kernel: str = "auto") -> dict:
     """Train ``steps`` steps after ``warmup`` on synthetic batches -> audio s/s, frames/s, step time."""
     keras.backend.clear_session()
     gc.collect()  # the previous point's model and optimizer state leave the device memory
     keras.mixed_precision.set_dtype_policy(precision)
     strategy = tf.distribute.get_strategy()
-    model = DeepSpeech2(cfg, name="deepspeech2").build_for()
+    model = build_model(cfg)
     chosen = choose_recurrent_kernels(model, kernel, bool(tf.config.list_logical_devices("GPU")), xla,
                                       precision)
     opt = make_optimizer(TrainConfig(learning_rate=1e-4, precision=precision))
     opt.build(model.trainable_variables)
     rng = np.random.default_rng(0)
-    batches = [synthetic_batch(rng, batch, seconds, cfg.n_features, cfg.num_classes) for _ in range(4)]
+    rate = frames_per_second(cfg)
+    batches = [synthetic_batch(rng, batch, seconds, cfg.n_features, cfg.num_classes, rate) for _ in range(4)]
     spec = tf.nest.map_structure(lambda t: tf.TensorSpec([None] * len(t.shape), t.dtype), batches[0])
     step = make_train_step(model, opt, strategy, batch, spec, jit_compile=xla)
     for i in range(warmup):  # tracing, XLA compilation of each batch shape, cuDNN autotuning
@@ -108,7 +140,7 @@ def time_config(cfg: ModelConfig, precision: str, xla: bool, batch: int, seconds
         frames += int(tf.reduce_sum(b[0][1]))
     wall = time.time() - start
     keras.mixed_precision.set_dtype_policy("float32")
-    return {"audio_s_per_s": frames / 100 / wall, "frames_per_s": frames / wall, "step_s": wall / steps,
+    return {"audio_s_per_s": frames / rate / wall, "frames_per_s": frames / wall, "step_s": wall / steps,
             "loss_finite": bool(np.isfinite(losses).all()), "rnn_kernel": model.rnns[0].kernel,
             "rnn_kernel_log": chosen}
 
@@ -121,8 +153,8 @@ def out_of_memory(err: Exception) -> bool:
 
 def sweep(name: str, precision: str, xla: bool, args, device: dict, out, kernel: str = "auto") -> list[dict]:
     """Batch sizes doubling from --min_batch until out of memory (or --max_batch)."""
-    cfg = ModelConfig(FeatureConfig().n_features, 29, **GEOMETRIES[name])
-    flops = 3 * flops_per_frame(cfg)
+    cfg = model_config(name)
+    flops = 3 * forward_flops_per_frame(cfg)
     kind = peak_kind(precision, device["gpu"])
     peak = device["peaks"].get(kind)
     rows, batch = [], args.min_batch
@@ -136,7 +168,7 @@ def sweep(name: str, precision: str, xla: bool, args, device: dict, out, kernel:
             break
         row = {"config": name, "precision": precision, "xla": xla, "batch_size": batch, "requested_kernel": kernel,
                "device": device["name"], "peak_kind": kind, "peak_tflops": peak / 1e12 if peak else None,
-               "peak_source": device["peak_source"], "gflop_per_audio_s": flops * 100 / 1e9,
+               "peak_source": device["peak_source"], "gflop_per_audio_s": flops * frames_per_second(cfg) / 1e9,
                "hours_audio_per_hour": r["audio_s_per_s"], **r,
                "fraction_of_peak": r["frames_per_s"] * flops / peak if peak else None}
         rows.append(row)
@@ -204,7 +236,8 @@ def plot(rows: list[dict], png: str) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", choices=sorted(GEOMETRIES), default=["demo", "ds2_38m"],
+    parser.add_argument("--configs", nargs="+", choices=sorted(GEOMETRIES) + sorted(MOZILLA_GEOMETRIES),
+                        default=["demo", "ds2_38m"],
                         help="model geometries")
     parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_float16", "mixed_bfloat16"],
                         choices=["float32", "mixed_float16", "mixed_bfloat16"], help="Keras dtype policies")

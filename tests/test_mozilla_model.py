@@ -249,6 +249,9 @@ def test_a_new_mozilla_model_trains_with_the_trainers_capabilities(tiny_corpus, 
     log = proc.stderr
     assert "Mozilla DeepSpeech 0.9 model" in log and "MirroredStrategy over 2 device(s)" in log
     assert "Augmenting training samples: frequency_mask" in log and "Epoch 1: dev" in log
+    assert "Recurrent layers lstm (unidirectional LSTM, 16 units, 16 inputs, Mozilla's layout" in log
+    assert "generic kernel (x W + b in one product, one TensorFlow while loop): Mozilla's LSTM runs fused " \
+           "only in cuDNN, which needs a GPU" in log
     assert re.search(r"Test on \S+ - WER: [\d.]+, CER: [\d.]+, loss: [\d.]+", log)
     description = json.loads((tmp_path / "ck" / "model.json").read_text())
     assert description["model"]["family"] == "mozilla" and description["features"]["kind"] == "mfcc"

@@ -129,34 +129,50 @@ def _pad_axis1(x, quantum: int):
 
 def choose_recurrent_kernels(model, requested: str = "auto", on_gpu: bool = False, xla: bool = False,
                              precision: str = "float32") -> list[str]:
-    """Set ``kernel`` ("generic" or "fused", recurrent.py) on every recurrent layer of ``model`` ->
-    one line per distinct layer configuration saying which kernel runs and why (also logged).
+    """Set ``kernel`` ("generic" or "fused", recurrent.py) on every recurrent layer of ``model`` (its
+    ``rnns``: Deep Speech 2's RecurrentLayers, Mozilla's LSTM) -> one line per distinct layer configuration
+    saying which kernel runs and why (also logged).
 
     ``requested``: --rnn_kernel. auto: on a GPU cuDNN wherever it can run; on a CPU the generic loop,
     which measured faster in whole training steps (BENCHMARKS.md, "Recurrent kernels on the CPU"; a
     timing of one layer alone favoured the fused loop and misled an earlier version of this choice).
+    Mozilla's LSTM has no fused form but cuDNN: on a CPU it always runs the generic loop.
     """
     groups: dict[tuple, list] = {}
-    for layer in getattr(model, "rnns", ()):  # Deep Speech 2's RecurrentLayers
-        key = (layer.rnn_type, layer.bidirectional, layer.units, int(layer.input_kernel.shape[0]))
-        groups.setdefault(key, []).append(layer)
+    for layer in getattr(model, "rnns", ()):
+        groups.setdefault(_geometry(layer), []).append(layer)
     lines = []
     for key, members in groups.items():
         kernel, why = _choose(members[0], requested, on_gpu, xla, precision)
         for layer in members:
             layer.kernel = kernel
         lines.append(f"Recurrent layers {', '.join(m.name for m in members)} ({_describe(*key)}): "
-                     f"{kernel} kernel ({_kernel_name(kernel, key[0], on_gpu)}): {why}")
+                     f"{kernel} kernel ({_kernel_name(kernel, key[0], on_gpu, key[4])}): {why}")
         log.info(lines[-1])
     return lines
 
 
-def _describe(rnn_type: str, bidirectional: bool, units: int, inputs: int) -> str:
+def _geometry(layer) -> tuple:
+    """(cell, bidirectional, units, inputs, Mozilla's layout) of a recurrent layer."""
+    mozilla = _is_mozilla(layer)
+    inputs = layer.input_size if mozilla else int(layer.input_kernel.shape[0])
+    return layer.rnn_type, layer.bidirectional, layer.units, inputs, mozilla
+
+
+def _is_mozilla(layer) -> bool:
+    return not hasattr(layer, "bn")  # Mozilla's LSTM: no BatchNorm, one kernel over [x, h]
+
+
+def _describe(rnn_type: str, bidirectional: bool, units: int, inputs: int, mozilla: bool = False) -> str:
     cell = "clipped-ReLU rnn" if rnn_type == "rnn" else rnn_type.upper()
-    return f"{'bidirectional' if bidirectional else 'unidirectional'} {cell}, {units} units, {inputs} inputs"
+    layout = ", Mozilla's layout (gates i, c, f, o, no BatchNorm)" if mozilla else ""
+    return f"{'bidirectional' if bidirectional else 'unidirectional'} {cell}, {units} units, {inputs} inputs{layout}"
 
 
-def _kernel_name(kernel: str, rnn_type: str, on_gpu: bool) -> str:
+def _kernel_name(kernel: str, rnn_type: str, on_gpu: bool, mozilla: bool = False) -> str:
+    if mozilla:
+        return ("x W + b in one product, one TensorFlow while loop" if kernel == "generic" else
+                "cuDNN CudnnRNNV3, the weights packed in cuDNN's gate order i, f, g, o")
     if kernel == "generic":
         return "BN(W x) in one product, one TensorFlow while loop per direction"
     return ("BatchNorm folded into W, cuDNN CudnnRNNV3" if on_gpu else
@@ -166,9 +182,13 @@ def _kernel_name(kernel: str, rnn_type: str, on_gpu: bool) -> str:
 def _choose(layer, requested, on_gpu, xla, precision) -> tuple[str, str]:
     if requested == "generic":
         return "generic", "forced by --rnn_kernel generic"
+    ignored = " (--rnn_kernel fused ignored)" if requested == "fused" else ""
     if not recurrent.fused_available(layer.rnn_type):
-        return "generic", recurrent.fused_reason_missing(layer.rnn_type) + (
-            " (--rnn_kernel fused ignored)" if requested == "fused" else "")
+        return "generic", recurrent.fused_reason_missing(layer.rnn_type) + ignored
+    if _is_mozilla(layer) and not on_gpu:
+        return "generic", ("Mozilla's LSTM runs fused only in cuDNN, which needs a GPU; with no BatchNorm to "
+                           "fold, Keras' loop would only move x W into each step, so the generic loop runs"
+                           + ignored)
     if xla and requested == "auto":  # cuDNN's op has no XLA kernel; on a CPU XLA was measured slower
         return "generic", ("--xla: cuDNN's recurrent op cannot be compiled with XLA, the loop is" if on_gpu
                            else "--xla: the loop is compiled with the step (the kernels are measured "
@@ -180,7 +200,7 @@ def _choose(layer, requested, on_gpu, xla, precision) -> tuple[str, str]:
     if requested == "fused":
         return "fused", "forced by --rnn_kernel fused"
     if on_gpu:
-        return "fused", "cuDNN runs the whole sequence in one kernel; the folded statistics keep the " \
-                        "paper's sequence-wise BatchNorm exact"
+        return "fused", "cuDNN runs the whole sequence in one kernel" + (
+            "" if _is_mozilla(layer) else "; the folded statistics keep the paper's sequence-wise BatchNorm exact")
     return "generic", "on a CPU the generic loop trained faster than the fused one (demo geometry: 52.5 vs " \
                       "45.2 s of audio per s, BENCHMARKS.md); --rnn_kernel fused forces Keras' loop"

@@ -12,6 +12,9 @@ input projection, from the same variables:
   (``tf.raw_ops.CudnnRNNV3`` with per-sample sequence lengths) on a GPU, Keras' own recurrent loop
   (``keras.src.backend.tensorflow.rnn.rnn``, x_t W' inside the step as Keras' GRU/LSTM do) elsewhere.
   GRU (cuDNN's reset-after form, which ours is) and LSTM only.
+
+The cuDNN helpers (``pack_cudnn``, ``cudnn_sequence``, ``cudnn_equations``) take any canonical weights in
+cuDNN's gate order: Mozilla's LSTM (mozilla/model.py, no BatchNorm) packs its own through them.
 """
 from __future__ import annotations
 
@@ -118,12 +121,17 @@ def folded_input(layer, x, mask, training):
     return kernel * scale, tf.cast(bn.beta, tf.float32) - mean * scale
 
 
+def gpu_visible() -> bool:
+    """Whether TensorFlow sees a GPU (where the fused kernels run cuDNN)."""
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
 def run_fused(layer, x, lengths, mask, training):
     kernel, bias = folded_input(layer, x, mask, training)
     n = layer.directions
     kernels, biases = tf.split(kernel, n, axis=1), tf.split(bias, n)
     inputs = [x, tf.reverse_sequence(x, lengths, seq_axis=1, batch_axis=0)][:n]
-    run = cudnn_direction if tf.config.list_logical_devices("GPU") else keras_direction
+    run = cudnn_direction if gpu_visible() else keras_direction
     outputs = [run(layer, inputs[d], lengths, kernels[d], biases[d], d) for d in range(n)]
     return merge_directions(outputs, lengths, mask)
 
@@ -147,52 +155,64 @@ def keras_direction(layer, x, lengths, kernel, bias, d: int):
     return rnn(step, x, [zeros, zeros])[1]
 
 
-def cudnn_params(layer, kernel, bias, d: int, dtype):
-    """The opaque parameter vector of cuDNN for direction d: per gate, input matrices W'_k then
-    recurrent matrices U_k (each transposed, [units, inputs], flattened), then input biases b'_k and
-    recurrent biases. cuDNN's gate orders: GRU r, z, n (ours z, r, n), LSTM i, f, g, o (ours)."""
-    g = layer.gates
-    weights = tf.split(kernel, g, axis=1) + tf.split(tf.cast(layer.recurrent_kernel[d], tf.float32), g, axis=1)
-    biases = tf.split(bias, g) + tf.split(tf.cast(layer.recurrent_bias[d], tf.float32), g)
-    if layer.rnn_type == "gru":
-        order = [1, 0, 2]
-        weights = [weights[i] for i in order] + [weights[3 + i] for i in order]
-        biases = [biases[i] for i in order] + [biases[3 + i] for i in order]
-    flat = [tf.reshape(tf.transpose(w), [-1]) for w in weights] + [tf.reshape(b, [-1]) for b in biases]
+# ------------------------------------------------------------------ cuDNN: packing, the op, its equations
+
+
+def pack_cudnn(weights, recurrent_weights, input_biases, recurrent_biases, dtype):
+    """cuDNN's opaque parameter vector from per-gate lists in cuDNN's gate order (GRU r, z, n; LSTM
+    i, f, g, o): input matrices W_k [inputs, units], recurrent matrices R_k [units, units] (each stored
+    transposed, [units, inputs], flattened), then input biases b_Wk, then recurrent biases b_Rk."""
+    flat = [tf.reshape(tf.transpose(w), [-1]) for w in list(weights) + list(recurrent_weights)]
+    flat += [tf.reshape(b, [-1]) for b in list(input_biases) + list(recurrent_biases)]
     return tf.cast(tf.concat(flat, axis=0), dtype)
 
 
-def cudnn_direction(layer, x, lengths, kernel, bias, d: int):
-    """One direction through cuDNN (CudnnRNNV3, batch-major, per-sample lengths: no step past a
-    sequence's end, zeros there)."""
-    dtype = x.dtype
-    zeros = tf.zeros([1, tf.shape(x)[0], layer.units], dtype)
+def cudnn_params(layer, kernel, bias, d: int, dtype):
+    """The parameter vector of a RecurrentLayer's direction d (folded input weights W', b'; U_d and its
+    bias as the recurrent part). Our gate orders: GRU z, r, n (cuDNN r, z, n), LSTM i, f, g, o (cuDNN's)."""
+    g = layer.gates
+    order = [1, 0, 2] if layer.rnn_type == "gru" else list(range(g))
+    w, b = tf.split(kernel, g, axis=1), tf.split(bias, g)
+    r = tf.split(tf.cast(layer.recurrent_kernel[d], tf.float32), g, axis=1)
+    br = tf.split(tf.cast(layer.recurrent_bias[d], tf.float32), g)
+    return pack_cudnn([w[k] for k in order], [r[k] for k in order], [b[k] for k in order],
+                      [br[k] for k in order], dtype)
+
+
+def cudnn_sequence(rnn_type: str, x, lengths, params, units: int):
+    """One unidirectional recurrence through cuDNN: x [B, T, D] batch-major, transposed to time-major for
+    CudnnRNNV3 (linear input, per-sample lengths of at least 1: no step past a sequence's end, zeros
+    there), zero initial state -> outputs [B, T, units]."""
+    zeros = tf.zeros([1, tf.shape(x)[0], units], x.dtype)
     outputs, _, _, _, _ = tf.raw_ops.CudnnRNNV3(
-        input=tf.transpose(x, [1, 0, 2]), input_h=zeros, input_c=zeros,
-        params=cudnn_params(layer, kernel, bias, d, dtype), sequence_lengths=tf.maximum(lengths, 1),
-        rnn_mode=layer.rnn_type, input_mode="linear_input", direction="unidirectional",
-        is_training=True, time_major=True)
+        input=tf.transpose(x, [1, 0, 2]), input_h=zeros, input_c=zeros, params=params,
+        sequence_lengths=tf.maximum(tf.cast(lengths, tf.int32), 1), rnn_mode=rnn_type,
+        input_mode="linear_input", direction="unidirectional", is_training=True, time_major=True)
     return tf.transpose(outputs, [1, 0, 2])
 
 
-def cudnn_reference(layer, x, lengths, kernel, bias, d: int):
-    """What cuDNN computes from ``cudnn_params`` (its documented equations, unpacked from the same
-    vector), on any device: checks the packing where no GPU is at hand."""
-    g, u, inputs = layer.gates, layer.units, x.shape[-1]
-    flat = cudnn_params(layer, kernel, bias, d, tf.float32)
-    sizes = [u * inputs] * g + [u * u] * g + [u] * (2 * g)
-    parts = tf.split(flat, sizes)
-    w = [tf.transpose(tf.reshape(p, [u, inputs])) for p in parts[:g]]
-    r = [tf.transpose(tf.reshape(p, [u, u])) for p in parts[g:2 * g]]
+def cudnn_direction(layer, x, lengths, kernel, bias, d: int):
+    """One direction of a RecurrentLayer through cuDNN."""
+    return cudnn_sequence(layer.rnn_type, x, lengths, cudnn_params(layer, kernel, bias, d, x.dtype), layer.units)
+
+
+def cudnn_equations(rnn_type: str, x, lengths, params, units: int):
+    """What ``cudnn_sequence`` computes (cuDNN's documented equations, the weights unpacked from the
+    opaque vector ``params``), on any device, in float32: checks a packing where no GPU is at hand."""
+    g, inputs = {"gru": 3, "lstm": 4}[rnn_type], x.shape[-1]
+    sizes = [units * inputs] * g + [units * units] * g + [units] * (2 * g)
+    parts = tf.split(tf.cast(params, tf.float32), sizes)
+    w = [tf.transpose(tf.reshape(p, [units, inputs])) for p in parts[:g]]
+    r = [tf.transpose(tf.reshape(p, [units, units])) for p in parts[g:2 * g]]
     bw, br = parts[2 * g:3 * g], parts[3 * g:]
     m = tf.cast(tf.sequence_mask(lengths, tf.shape(x)[1]), tf.float32)[:, :, None]
     xs, ms = tf.unstack(tf.cast(x, tf.float32), axis=1), tf.unstack(m, axis=1)
-    h = c = tf.zeros([tf.shape(x)[0], u])
+    h = c = tf.zeros([tf.shape(x)[0], units])
     out = []
     for x_t, m_t in zip(xs, ms):
         pre = [x_t @ w[k] + bw[k] for k in range(g)]
         rec = [h @ r[k] + br[k] for k in range(g)]
-        if layer.rnn_type == "gru":  # cuDNN: r, z, n; n = tanh(W_n x + b_Wn + r * (R_n h + b_Rn))
+        if rnn_type == "gru":  # cuDNN: r, z, n; n = tanh(W_n x + b_Wn + r * (R_n h + b_Rn))
             rg, zg = tf.sigmoid(pre[0] + rec[0]), tf.sigmoid(pre[1] + rec[1])
             new_h, new_c = (1 - zg) * tf.tanh(pre[2] + rg * rec[2]) + zg * h, c
         else:  # i, f, g, o
@@ -202,6 +222,12 @@ def cudnn_reference(layer, x, lengths, kernel, bias, d: int):
         h, c = m_t * new_h + (1 - m_t) * h, m_t * new_c + (1 - m_t) * c
         out.append(m_t * new_h)
     return tf.stack(out, axis=1)
+
+
+def cudnn_reference(layer, x, lengths, kernel, bias, d: int):
+    """``cudnn_equations`` for a RecurrentLayer's direction d, from the vector ``cudnn_params`` packs."""
+    return cudnn_equations(layer.rnn_type, x, lengths, cudnn_params(layer, kernel, bias, d, tf.float32),
+                           layer.units)
 
 
 def fused_available(rnn_type: str) -> bool:

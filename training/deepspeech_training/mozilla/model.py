@@ -21,6 +21,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from . import FAMILY, LSTM_BIAS, LSTM_KERNEL, N_CONTEXT, N_INPUT, RELU_CLIP, MozillaGeometry
+from .. import recurrent
 from ..model import clipped_relu
 
 
@@ -79,28 +80,61 @@ class OverlappingWindows(layers.Layer):
 
 class MozillaLSTM(layers.Layer):
     """Mozilla's LSTM (LSTMBlockFusedCell / CudnnLSTM canonical weights): one kernel over [x, h] with
-    gate blocks i, c, f, o and forget bias 0. Outputs are zero past each sequence's length."""
+    gate blocks i, c, f, o and forget bias 0. Outputs are zero past each sequence's length.
+
+    ``kernel`` picks how the sequence is computed, from the same variables: "generic" (x W + b for all
+    frames in one product, then ``lstm_recurrence``) or "fused" (cuDNN's LSTM, the weights packed into its
+    opaque vector by ``cudnn_params``, where a GPU is visible; the generic loop elsewhere). The trainer
+    sets it (devices.choose_recurrent_kernels); exports (graph.py, tflite.py) build their own LSTM from
+    the weights. The weight variables are ``gate_kernel`` and ``bias`` (named "kernel" and "bias").
+    """
+
+    rnn_type, bidirectional = "lstm", False  # what devices.choose_recurrent_kernels reads
 
     def __init__(self, units: int, **kwargs):
         super().__init__(**kwargs)
         self.units = units
+        self.kernel = "generic"  # not part of the config: a runtime choice, same variables either way
 
     def build(self, input_shape):
         inputs, u = int(input_shape[-1]), self.units
-        self.kernel = self.add_weight(name="kernel", shape=(inputs + u, 4 * u),
-                                      initializer=keras.initializers.VarianceScaling(1.0, "fan_avg", "uniform"))
+        self.gate_kernel = self.add_weight(name="kernel", shape=(inputs + u, 4 * u),
+                                           initializer=keras.initializers.VarianceScaling(1.0, "fan_avg", "uniform"))
         self.bias = self.add_weight(name="bias", shape=(4 * u,), initializer="zeros")
+
+    @property
+    def input_size(self) -> int:
+        return int(self.gate_kernel.shape[0]) - self.units
 
     def call(self, x, mask):
         dtype = x.dtype
-        inputs = x.shape[-1]
-        kernel, bias = ops.cast(self.kernel, dtype), ops.cast(self.bias, dtype)
-        projected = ops.matmul(x, kernel[:inputs]) + bias  # x W for every frame at once
-        outputs = lstm_recurrence(projected, kernel[inputs:], self.units)
+        if self.kernel == "fused" and recurrent.gpu_visible():
+            lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+            params = cudnn_params(self.gate_kernel, self.bias, self.input_size, dtype)
+            outputs = recurrent.cudnn_sequence("lstm", x, lengths, params, self.units)
+        else:
+            inputs = x.shape[-1]
+            kernel, bias = ops.cast(self.gate_kernel, dtype), ops.cast(self.bias, dtype)
+            projected = ops.matmul(x, kernel[:inputs]) + bias  # x W for every frame at once
+            outputs = lstm_recurrence(projected, kernel[inputs:], self.units)
         return outputs * ops.cast(mask[:, :, None], dtype)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
+
+
+CUDNN_GATE_ORDER = (0, 2, 1, 3)  # Mozilla's blocks i, c, f, o taken in cuDNN's order i, f, g (= c), o
+
+
+def cudnn_params(kernel, bias, inputs: int, dtype):
+    """cuDNN's opaque LSTM parameter vector of Mozilla's weights: kernel [inputs + units, 4 units] (rows x
+    then h) split into input and recurrent matrices, gates reordered, the bias as cuDNN's input bias and
+    zeros as its recurrent bias (cuDNN adds both)."""
+    kernel, bias = tf.cast(kernel, tf.float32), tf.cast(bias, tf.float32)
+    w, r = tf.split(kernel[:inputs], 4, axis=1), tf.split(kernel[inputs:], 4, axis=1)
+    b = tf.split(bias, 4)
+    return recurrent.pack_cudnn([w[k] for k in CUDNN_GATE_ORDER], [r[k] for k in CUDNN_GATE_ORDER],
+                                [b[k] for k in CUDNN_GATE_ORDER], [tf.zeros_like(b[0])] * 4, dtype)
 
 
 def lstm_recurrence(projected, recurrent_kernel, units: int, state=None):
@@ -155,6 +189,12 @@ class MozillaModel(keras.Model):
         x = self._dropout(clipped_relu(self.dense["layer_5"](x), self.model_config.relu_clip), rates[3], training)
         return self.dense["layer_6"](x), lengths
 
+    @property
+    def rnns(self) -> list:
+        """The recurrent layers whose kernel the trainer chooses (devices.choose_recurrent_kernels), as
+        DeepSpeech2.rnns: here the one LSTM."""
+        return [self.lstm]
+
     def _dropout(self, x, rate: float, training):
         if not training or not rate:
             return x
@@ -174,7 +214,7 @@ class MozillaModel(keras.Model):
     # --- Mozilla's TF1 names
     def tf1_variables(self) -> dict:
         """{TF1 name: the Keras variable holding it}."""
-        names = {LSTM_KERNEL: self.lstm.kernel, LSTM_BIAS: self.lstm.bias}
+        names = {LSTM_KERNEL: self.lstm.gate_kernel, LSTM_BIAS: self.lstm.bias}
         for name, layer in self.dense.items():
             names[f"{name}/weights"], names[f"{name}/bias"] = layer.kernel, layer.bias
         return names
