@@ -125,4 +125,5 @@ def test_the_page_transcribes_the_microphone(exports, tmp_path, query):  # noqa:
     expected = offline_text(configured_model(ServerConfig(model=path)), chunks, rate)
     assert expected and shown == expected
     assert words == expected.split()
-    assert len(partials) == len(chunks) and partials[-1]  # one live partial per chunk sent
+    # one live partial per chunk sent, but for the chunks still owed at eof (the final answers them)
+    assert len(chunks) // 2 <= len(partials) <= len(chunks) and partials[-1]

@@ -61,6 +61,7 @@ class Recognition:
         self.driver = StreamingDriver(None, acoustic.metadata["streaming"], acoustic.framing.n_features)
         self.search = decoding.state()
         self.token_probs: list[np.ndarray] = []  # each decoded output frame's label probabilities
+        self._partial = (-1, "")  # (frames decoded, their best transcript): the last partial
         self.received_in = 0  # samples at the client's rate
         self.resampled_out = 0  # samples at the model's rate
         self.closed = False  # EOF taken from the inbox
@@ -73,7 +74,7 @@ class Recognition:
 
     def set_decoding(self, decoding) -> None:
         """Other decoder settings (hot words), before the stream's first frame is decoded."""
-        self._decoding, self.search = decoding, decoding.state()
+        self._decoding, self.search, self._partial = decoding, decoding.state(), (-1, "")
 
     # --- model worker
     def take(self, item) -> None:
@@ -109,9 +110,10 @@ class Recognition:
     def answer_partials(self, count: int) -> None:
         if self.dropped:
             return
-        text = str(self._decoding.metadata(self.search, 1).transcripts[0])
+        if self._partial[0] != self.search.frames:  # new frames since the last partial
+            self._partial = (self.search.frames, str(self._decoding.metadata(self.search, 1).transcripts[0]))
         for _ in range(count):
-            self.post({"partial": text})
+            self.post({"partial": self._partial[1]})
 
     def answer_final(self) -> None:
         if self.dropped:

@@ -296,7 +296,7 @@ class Server:
         try:
             async with serve(self._handle, self.config.host, self.config.port,
                              process_request=self._process_request, max_size=self.config.max_message_bytes,
-                             ping_interval=None) as server:
+                             ping_interval=None, compression=None) as server:  # PCM does not deflate
                 port = next(iter(server.sockets)).getsockname()[1]
                 log.info("listening on ws://%s:%d (the page: http://%s:%d/; model %s, max batch %d)",
                          self.config.host, port, self.config.host, port, self.config.model, self.config.max_batch)
