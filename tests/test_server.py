@@ -331,3 +331,23 @@ def test_plain_http_gets_the_page_and_the_websocket_endpoint_still_works(step_mo
         assert missing.value.code == 404
         _, final, close = transcribe(running.url, clips[0], 800)
     assert final["text"] == expected[0] and close == (1000, "done")
+
+
+def test_a_finished_stream_is_freed_without_the_cycle_collector(step_model):
+    """Its beam search (native memory) goes when the stream ends, not at the next full collection."""
+    import gc
+
+    from deepspeech.dispatch import Recognition
+
+    path, clips, expected = step_model
+    with Running(model=path) as running:
+        gc.collect()
+        gc.disable()
+        try:
+            for clip in clips[:2]:
+                transcribe(running.url, clip, 1000)
+            time.sleep(0.2)  # the server's handler finishes after the close
+            alive = [o for o in gc.get_objects() if type(o) is Recognition]
+        finally:
+            gc.enable()
+    assert alive == []
