@@ -139,10 +139,9 @@ def vad_segments(samples: np.ndarray, rate: int, aggressiveness: int) -> list[tu
 
 
 def _resample_int16(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
-    from deepspeech.audio import resample
+    from deepspeech.audio import from_int16, resample, to_int16
 
-    audio = resample(samples.astype(np.float32) / 32768.0, rate, target)
-    return np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)
+    return to_int16(resample(from_int16(samples), rate, target))
 
 
 def tlog_segments(candidates, spans: list[tuple[int, int]], rate: int) -> list[dict]:

@@ -356,8 +356,8 @@ def parse_args(argv=None) -> ServerConfig:
                         "default)")
     parser.add_argument("--cutoff_prob", type=float, default=0.999,
                         help="beam pruning: at each frame try only the most likely labels whose probabilities "
-                        "add up to this (1.0: all, as the client; Deep Speech 2's deployment used 0.99, which cost the demo "
-                        "model 2.5 points of WER with a scorer, 0.999 0.1: BENCHMARKS.md)")
+                        "add up to this (1.0: all, as the client; Deep Speech 2's deployment used 0.99, which "
+                        "cost the demo model 2.5 points of WER with a scorer, 0.999 cost 0.1: BENCHMARKS.md)")
     parser.add_argument("--cutoff_top_n", type=int, default=40, help="beam pruning: at most this many labels a frame")
     args = parser.parse_args(argv)
     for name in ("max_batch", "max_streams", "max_message_bytes", "cutoff_top_n"):
