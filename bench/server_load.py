@@ -131,6 +131,15 @@ class Stats:
         self.texts: list[tuple[str, str]] = []
 
 
+def retry_delay(response, default: float) -> float:
+    """What a polite client waits after a 503: the server's Retry-After seconds (RFC 9110), else
+    ``default``."""
+    try:
+        return max(default, float(response.headers["Retry-After"]))
+    except (KeyError, ValueError):
+        return default
+
+
 async def stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats: Stats, geometry=None,
                       pace: float = 1.0) -> None:
     """One clip on one connection, in real time (``pace`` 0: as fast as the server answers); a
@@ -143,7 +152,7 @@ async def stream_clip(url, path, audio, rate, chunk_ms, behind_s, stats: Stats, 
         if err.response.status_code != 503:
             raise
         stats.rejected += 1  # beyond the server's --max_streams: refused before the handshake
-        await asyncio.sleep(chunk_ms / 1000)
+        await asyncio.sleep(retry_delay(err.response, chunk_ms / 1000))
     except (OSError, WebSocketException, TimeoutError) as err:
         stats.failed += 1
         stats.errors.append(f"{path}: {type(err).__name__}: {err}")

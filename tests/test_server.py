@@ -224,6 +224,7 @@ def test_503_beyond_max_streams(step_model):
         with pytest.raises(websockets.InvalidStatus) as refused:
             connect(running.url)
         assert refused.value.response.status_code == 503
+        assert refused.value.response.headers["Retry-After"] == "1"  # seconds (--retry_after)
         first.close()
         second.send(step_model[1][1].astype("<i2").tobytes())
         assert "partial" in json.loads(second.recv())

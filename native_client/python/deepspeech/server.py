@@ -56,6 +56,7 @@ class ServerConfig:
     port: int = 2700
     max_batch: int = 32
     max_streams: int = 100
+    retry_after: int = 1
     idle_timeout: float = 30.0
     max_stream_seconds: float = 600.0
     max_message_bytes: int = 1 << 20
@@ -169,7 +170,9 @@ class Server:
         if request.headers.get("Upgrade", "").lower() != "websocket":  # a browser: the page (web/)
             return _static(connection, request.path)
         if self._admitted >= self.config.max_streams:
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many streams, try later\n")
+            response = connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many streams, try later\n")
+            response.headers["Retry-After"] = str(self.config.retry_after)  # RFC 9110: seconds
+            return response
         self._admitted += 1
         asyncio.get_running_loop().create_task(self._release(connection))
         return None
@@ -348,6 +351,8 @@ def parse_args(argv=None) -> ServerConfig:
     parser.add_argument("--port", type=int, default=2700, help="0: any free port")
     parser.add_argument("--max_batch", type=int, default=32, help="most streams in one model call")
     parser.add_argument("--max_streams", type=int, default=100, help="more connections get HTTP 503")
+    parser.add_argument("--retry_after", type=int, default=1,
+                        help="seconds a refused client is asked to wait (the 503's Retry-After header)")
     parser.add_argument("--idle_timeout", type=float, default=30.0, help="seconds without a message")
     parser.add_argument("--max_stream_seconds", type=float, default=600.0, help="of audio a stream")
     parser.add_argument("--max_message_bytes", type=int, default=1 << 20)
@@ -363,6 +368,8 @@ def parse_args(argv=None) -> ServerConfig:
     for name in ("max_batch", "max_streams", "max_message_bytes", "cutoff_top_n"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
+    if args.retry_after < 0:
+        parser.error("--retry_after must not be negative")
     if not 0.0 < args.cutoff_prob <= 1.0:
         parser.error("--cutoff_prob must be in (0, 1]")
     return ServerConfig(**vars(args))
