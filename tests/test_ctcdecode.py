@@ -126,6 +126,28 @@ def test_an_unknown_last_word_gives_one_ranked_answer(word_scorer):
     assert best.transcript.startswith("the cat sat") and best.confidence > -1e6, best
 
 
+def test_pruned_frames_the_lexicon_cannot_spell_do_not_end_the_search(word_scorer):
+    """With --cutoff_prob below 1 a frame can keep only a label that no vocabulary word continues
+    with ('z' here, all the frame's mass): the blank carries the beam through it, as it would
+    without pruning; the search went on at -infinity and the transcript stopped there."""
+    from ds_ctcdecoder import DecoderState
+
+    scorer = Scorer(None, None, str(word_scorer), ALPHABET)
+    frames = "the cat sat " + "z" + " the dog sat on the mat"
+    probs = np.full((len(frames), len(ALPHABET) + 1), 1e-7)
+    for t, ch in enumerate(frames):
+        probs[t, ALPHABET.EncodeSingle(ch)] = 1.0
+    probs /= probs.sum(1, keepdims=True)
+    for cutoff_prob in (1.0, 0.99):
+        best = ctc_beam_search_decoder(probs, ALPHABET, 16, cutoff_prob=cutoff_prob, scorer=scorer)[0]
+        assert best.transcript == "the cat sat the dog sat on the mat", (cutoff_prob, best)
+        assert best.confidence > -1e6
+        stream = DecoderState(ALPHABET, 16, cutoff_prob=cutoff_prob, scorer=scorer)
+        for start in range(0, len(probs), 5):
+            stream.next(probs[start:start + 5])
+        assert stream.decode(1)[0].transcript == best.transcript
+
+
 def test_hot_words_boost_a_word(word_scorer):
     scorer = Scorer(0.75, 0.0, str(word_scorer), ALPHABET)
     probs = probs_for("the cat sat", confusion={4: ("r", 0.9)})  # 'cat' slightly over 'rat'

@@ -28,6 +28,7 @@ namespace {
 
 const float kInf = std::numeric_limits<float>::max();  // "minus infinity" is -kInf, as Mozilla's
 const float kTiny = std::numeric_limits<float>::min();
+const float kAlive = -kInf / 2;  // a path score above this is a real one
 const float kLog10E = 0.4342944819f;
 const double kUnknownWord = -1000.0;
 enum Mode { kWords = 0, kBytes = 1, kCharacters = 2 };
@@ -171,6 +172,7 @@ class Search {
     root_->score = 0.0f;
     if (scorer_) root_->lexicon_state = 0;
     prefixes_.push_back(root_.get());
+    top_ = root_.get();
   }
 
   void Next(const double* probs, int frames, int classes);
@@ -191,6 +193,7 @@ class Search {
   double alpha_, beta_;
   std::unordered_map<std::string, float> hot_;
   std::unique_ptr<Prefix> root_;
+  Prefix* top_;  // the deepest common ancestor of the live prefixes found so far
   std::vector<Prefix*> prefixes_;
   std::vector<TimeNode> times_;
   int frame_ = 0;
@@ -315,9 +318,15 @@ void Search::Next(const double* probs, int frames, int classes) {
       min_cutoff = prefixes_[n - 1]->score + std::log(prob[blank_]) - std::max(0.0, beta_);
       full_beam = n == beam_;
     }
-    for (const auto& entry : Pruned(prob, classes)) {
-      const int c = entry.first;
-      const float log_c = entry.second;
+    std::vector<std::pair<int, float>> labels = Pruned(prob, classes);
+    bool alive = false, blank_tried = false;
+    for (size_t k = 0; k < labels.size() || (!alive && !blank_tried); ++k) {
+      // Beyond the pruned labels: when none of them continued any prefix (a label the lexicon
+      // cannot spell took all the mass), the blank carries the beam through this frame, as it
+      // would have without pruning, instead of the whole search ending at -infinity.
+      const int c = k < labels.size() ? labels[k].first : blank_;
+      const float log_c = k < labels.size() ? labels[k].second : static_cast<float>(std::log(prob[blank_] + kTiny));
+      blank_tried = blank_tried || c == blank_;
       for (size_t i = 0; i < prefixes_.size() && i < beam_; ++i) {
         Prefix* prefix = prefixes_[i];
         if (full_beam && log_c + prefix->score < min_cutoff) break;
@@ -326,12 +335,14 @@ void Search::Next(const double* probs, int frames, int classes) {
           float log_p = log_c + prefix->score;
           if (prefix->nb_cur < log_p) prefix->pending_times = -2;
           prefix->b_cur = LogAdd(prefix->b_cur, log_p);
+          alive = alive || log_p > kAlive;
           continue;
         }
         if (c == prefix->label) {  // the same label again without a blank: the same prefix
           float log_p = log_c + prefix->nb_prev;
           if (prefix->nb_cur < log_p) prefix->pending_times = -2;
           prefix->nb_cur = LogAdd(prefix->nb_cur, log_p);
+          alive = alive || log_p > kAlive;
         }
         Prefix* longer = Extend(prefix, c);
         if (!longer) continue;
@@ -350,10 +361,15 @@ void Search::Next(const double* probs, int frames, int classes) {
           longer->pending_frame = frame_;
         }
         longer->nb_cur = LogAdd(longer->nb_cur, log_p);
+        alive = alive || log_p > kAlive;
       }
     }
     prefixes_.clear();
-    root_->Collect(prefixes_, times_);
+    // Settled history: above the deepest node that every live prefix descends from, nothing can
+    // change any more; walking the trie from there keeps a frame's cost independent of the length
+    // of the stream so far (from the root it grew with the transcript).
+    while (!top_->exists && top_->children.size() == 1) top_ = top_->children.front().second;
+    top_->Collect(prefixes_, times_);
     if (prefixes_.size() > beam_) {
       std::nth_element(prefixes_.begin(), prefixes_.begin() + beam_, prefixes_.end(), Better);
       for (size_t i = beam_; i < prefixes_.size(); ++i) prefixes_[i]->Remove();
