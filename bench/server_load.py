@@ -75,7 +75,7 @@ def read_clips(csv_path: str, limit: int = 0) -> list[tuple[str, np.ndarray, int
 
 def offline_transcripts(model_path: str, clips, **decoder) -> dict[str, str]:
     """Offline ``stt()`` of each clip with the server's decoder settings (``decoder``: ServerConfig's
-    scorer, beam_width, cutoff_prob, cutoff_top_n; the server's defaults otherwise)."""
+    scorer, beam_width, cutoff_prob, cutoff_top_n, beam_threshold; the server's defaults otherwise)."""
     from deepspeech.server import ServerConfig, configured_model
 
     model = configured_model(ServerConfig(model=model_path, **decoder))
@@ -357,7 +357,8 @@ def capacity(args, clips, expected, max_batch: int, emit) -> int:
 
 def decoder_options(args) -> dict:
     """The server's decoder flags (and the offline check's settings) from this script's."""
-    options = {"beam_width": args.beam_width, "cutoff_prob": args.cutoff_prob, "cutoff_top_n": args.cutoff_top_n}
+    options = {"beam_width": args.beam_width, "cutoff_prob": args.cutoff_prob, "cutoff_top_n": args.cutoff_top_n,
+               "beam_threshold": args.beam_threshold}
     return {**options, "scorer": args.scorer} if args.scorer else options
 
 
@@ -391,6 +392,8 @@ def parse_args(argv=None):
     p.add_argument("--beam_width", type=int, default=0, help="the server's (0: the model's)")
     p.add_argument("--cutoff_prob", type=float, default=0.999, help="the server's beam pruning")
     p.add_argument("--cutoff_top_n", type=int, default=40, help="the server's beam pruning")
+    p.add_argument("--beam_threshold", type=float, default=0.0,
+                   help="the server's beam pruning")
     p.add_argument("--test_csv", default=str(REPO / "data/espeak-en/test.csv"))
     p.add_argument("--limit", type=int, default=0, help="first N clips only")
     p.add_argument("--concurrency", default="10,20,30")

@@ -148,6 +148,21 @@ def test_pruned_frames_the_lexicon_cannot_spell_do_not_end_the_search(word_score
         assert stream.decode(1)[0].transcript == best.transcript
 
 
+def test_beam_threshold_drops_prefixes_far_below_the_best(word_scorer):
+    from ds_ctcdecoder import DecoderState
+
+    scorer = Scorer(None, None, str(word_scorer), ALPHABET)
+    probs = probs_for("the cat sat on the mat", confusion={4: ("r", 0.3), 8: ("o", 0.2)})
+    answers = {}
+    for threshold in (0.0, 10.0, 2.0):
+        state = DecoderState(ALPHABET, 64, scorer=scorer, beam_threshold=threshold)
+        state.next(probs)
+        answers[threshold] = state.decode(64)
+    # the best transcript stays (its score a little lower: paths through dropped prefixes no longer add up)
+    assert answers[2.0][0].transcript == answers[10.0][0].transcript == answers[0.0][0].transcript
+    assert len(answers[0.0]) == 64 and 1 <= len(answers[2.0]) < len(answers[10.0]) < 64
+
+
 def test_hot_words_boost_a_word(word_scorer):
     scorer = Scorer(0.75, 0.0, str(word_scorer), ALPHABET)
     probs = probs_for("the cat sat", confusion={4: ("r", 0.9)})  # 'cat' slightly over 'rat'

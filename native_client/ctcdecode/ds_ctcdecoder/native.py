@@ -21,6 +21,7 @@ _SIGNATURES = {
     "ds2_search_new": (_P, [_INT, _INT, _INT, _DOUBLE, _INT, _P, _DOUBLE, _DOUBLE,
                             ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_float), _INT]),
     "ds2_search_next": (None, [_P, ctypes.POINTER(_DOUBLE), _INT, _INT]),
+    "ds2_search_set_threshold": (None, [_P, _DOUBLE]),
     "ds2_search_decode": (_P, [_P, _INT]),
     "ds2_search_free": (None, [_P]),
     "ds2_results_count": (_INT, [_P]),
@@ -82,7 +83,8 @@ class NativeSearch:
     (it may be called at any time; the search goes on after it)."""
 
     def __init__(self, alphabet_size: int, space: int, beam_size: int, cutoff_prob: float, cutoff_top_n: int,
-                 scorer: NativeScorer | None, alpha: float, beta: float, hot_words: dict[str, float]):
+                 scorer: NativeScorer | None, alpha: float, beta: float, hot_words: dict[str, float],
+                 beam_threshold: float = 0.0):
         self._lib = library()
         self._scorer = scorer  # kept alive as long as the search uses it
         words = list(hot_words)
@@ -90,6 +92,8 @@ class NativeSearch:
         self.handle = self._lib.ds2_search_new(alphabet_size, space, int(beam_size), float(cutoff_prob),
                                                int(cutoff_top_n), scorer.handle if scorer else None,
                                                float(alpha), float(beta), _strings(words), boosts, len(words))
+        if beam_threshold > 0:
+            self._lib.ds2_search_set_threshold(self.handle, float(beam_threshold))
         self.classes = alphabet_size + 1
 
     def next(self, probs: np.ndarray) -> None:

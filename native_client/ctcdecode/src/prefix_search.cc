@@ -177,12 +177,14 @@ class Search {
 
   void Next(const double* probs, int frames, int classes);
   std::vector<Result> Decode(size_t num_results) const;
+  void SetThreshold(float threshold) { threshold_ = threshold > 0 ? threshold : kInf; }
 
  private:
   Prefix* Extend(Prefix* prefix, int label);
   bool Boundary(const Prefix* prefix, int label) const;
   std::vector<std::string> NGram(const Prefix* prefix) const;
   float WordScore(const Prefix* prefix, bool with_hot_words) const;
+  void DropFarBehind();
   std::vector<std::pair<int, float>> Pruned(const double* prob, int classes) const;
 
   int blank_, space_;
@@ -198,6 +200,7 @@ class Search {
   std::vector<TimeNode> times_;
   int frame_ = 0;
   bool started_ = false;
+  float threshold_ = kInf;  // none: Mozilla's search
 };
 
 std::vector<std::pair<int, float>> Search::Pruned(const double* prob, int classes) const {
@@ -375,7 +378,21 @@ void Search::Next(const double* probs, int frames, int classes) {
       for (size_t i = beam_; i < prefixes_.size(); ++i) prefixes_[i]->Remove();
       prefixes_.resize(beam_);
     }
+    if (threshold_ < kInf) DropFarBehind();
   }
+}
+
+void Search::DropFarBehind() {  // flashlight's beam threshold: prefixes this far below the best go
+  float best = -kInf;
+  for (const Prefix* prefix : prefixes_) best = std::max(best, prefix->score);
+  if (best <= kAlive) return;
+  const float floor = best - threshold_;
+  size_t kept = 0;
+  for (Prefix* prefix : prefixes_) {
+    if (prefix->score >= floor) prefixes_[kept++] = prefix;
+    else prefix->Remove();
+  }
+  prefixes_.resize(kept);
 }
 
 std::vector<Result> Search::Decode(size_t num_results) const {
@@ -465,6 +482,11 @@ void* ds2_search_new(int alphabet_size, int space, int beam, double cutoff_prob,
   return new Search(alphabet_size, space, static_cast<size_t>(std::max(1, beam)), cutoff_prob,
                     static_cast<size_t>(std::max(1, cutoff_top_n)), static_cast<Scorer*>(scorer), alpha, beta,
                     std::move(hot));
+}
+
+// Drop prefixes more than `threshold` (natural log) below the best after each frame; <= 0: never.
+void ds2_search_set_threshold(void* search, double threshold) {
+  static_cast<Search*>(search)->SetThreshold(static_cast<float>(threshold));
 }
 
 void ds2_search_next(void* search, const double* probs, int frames, int classes) {
