@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+import jiwer
 import numpy as np
 import soundfile
 
@@ -24,15 +25,15 @@ from ds_ctcdecoder import DecoderState, Scorer
 CHUNK = 16
 
 
-def model_outputs(model, test_csv: str, seconds_wanted: float) -> list[tuple[np.ndarray, float]]:
-    """[(probabilities, seconds of audio)] of the clips, in order (again from the first if needed)."""
+def model_outputs(model, test_csv: str, seconds_wanted: float) -> list[tuple[np.ndarray, float, str]]:
+    """[(probabilities, seconds of audio, transcript)] of the clips, in order (again from the first if needed)."""
     rows = list(csv.DictReader(open(test_csv, encoding="utf-8")))
     root, parts, total = Path(test_csv).parent, [], 0.0
     while total < seconds_wanted:
         for row in rows:
             audio, rate = soundfile.read(root / row["wav_filename"], dtype="int16")
             probs = model._impl.probs(spectrogram(from_int16(audio), model._impl.framing)).astype(np.float64)
-            parts.append((probs, len(audio) / rate))
+            parts.append((probs, len(audio) / rate, row["transcript"]))
             total += len(audio) / rate
             if total >= seconds_wanted:
                 break
@@ -40,10 +41,11 @@ def model_outputs(model, test_csv: str, seconds_wanted: float) -> list[tuple[np.
 
 
 def search(parts, new_search, fresh_each_clip: bool):
-    """-> ([ms of search CPU per s of audio], [characters gained]) for each minute of audio."""
-    cost, gained, spent, chars_before, seconds = [], [], 0.0, 0, 0.0
+    """-> ([ms of search CPU per s of audio], [characters gained]) for each minute of audio, and the
+    whole transcript."""
+    cost, gained, spent, chars_before, seconds, texts = [], [], 0.0, 0, 0.0, []
     state, chars = new_search(), 0
-    for probs, duration in parts:
+    for probs, duration, _ in parts:
         if fresh_each_clip:
             state = new_search()
         began = time.process_time()
@@ -53,13 +55,14 @@ def search(parts, new_search, fresh_each_clip: bool):
                 state.decode(1)
         text = state.decode(1)[0].transcript
         spent += time.process_time() - began
+        texts.append(text)
         chars = chars + len(text) if fresh_each_clip else len(text)
         seconds += duration
         if seconds >= 60 * (len(cost) + 1):
             cost.append(round(1000 * spent / 60, 2))
             gained.append(chars - chars_before)
             spent, chars_before = 0.0, chars
-    return cost, gained
+    return cost, gained, " ".join(texts) if fresh_each_clip else texts[-1]
 
 
 def main(argv=None) -> int:
@@ -71,7 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--beam_width", type=int, default=500)
     p.add_argument("--cutoff_prob", type=float, default=0.999, help="the server's default")
     p.add_argument("--cutoff_top_n", type=int, default=40)
-    p.add_argument("--beam_threshold", type=float, default=0.0, help="0: none (the server's default)")
+    p.add_argument("--beam_threshold", type=float, default=0.0, help="0: none")
+    p.add_argument("--settle_after", type=int, default=0, help="0: never")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     model = deepspeech.Model(args.model)
@@ -81,15 +85,17 @@ def main(argv=None) -> int:
 
     def new_search():
         return DecoderState(alphabet, args.beam_width, args.cutoff_prob, args.cutoff_top_n, scorer, {},
-                            args.beam_threshold)
+                            args.beam_threshold, args.settle_after)
 
     row = {"model": Path(args.model).name, "scorer": args.scorer, "beam_width": args.beam_width,
-           "cutoff_prob": args.cutoff_prob, "beam_threshold": args.beam_threshold, "minutes": args.minutes,
+           "cutoff_prob": args.cutoff_prob, "beam_threshold": args.beam_threshold,
+           "settle_after": args.settle_after, "minutes": args.minutes,
            "clips": len(parts)}
     for name, fresh in (("one_stream", False), ("clip_by_clip", True)):
-        cost, gained = search(parts, new_search, fresh)
-        row[name] = {"search_ms_per_audio_s": cost, "chars_gained": gained}
-        print(f"{name}: search ms per s of audio, minute by minute {cost}; characters gained {gained}")
+        cost, gained, text = search(parts, new_search, fresh)
+        wer = round(jiwer.wer(" ".join(ref for _, _, ref in parts), " ".join(text.split())), 4)
+        row[name] = {"search_ms_per_audio_s": cost, "chars_gained": gained, "wer": wer}
+        print(f"{name}: search ms per s of audio, minute by minute {cost}; characters gained {gained}; WER {wer}")
     print(json.dumps(row))
     if args.out:
         with open(args.out, "a", encoding="utf-8") as f:

@@ -358,7 +358,7 @@ def capacity(args, clips, expected, max_batch: int, emit) -> int:
 def decoder_options(args) -> dict:
     """The server's decoder flags (and the offline check's settings) from this script's."""
     options = {"beam_width": args.beam_width, "cutoff_prob": args.cutoff_prob, "cutoff_top_n": args.cutoff_top_n,
-               "beam_threshold": args.beam_threshold}
+               "beam_threshold": args.beam_threshold, "settle_after": args.settle_after}
     return {**options, "scorer": args.scorer} if args.scorer else options
 
 
@@ -392,8 +392,8 @@ def parse_args(argv=None):
     p.add_argument("--beam_width", type=int, default=0, help="the server's (0: the model's)")
     p.add_argument("--cutoff_prob", type=float, default=0.999, help="the server's beam pruning")
     p.add_argument("--cutoff_top_n", type=int, default=40, help="the server's beam pruning")
-    p.add_argument("--beam_threshold", type=float, default=0.0,
-                   help="the server's beam pruning")
+    p.add_argument("--beam_threshold", type=float, default=15.0, help="the server's beam pruning")
+    p.add_argument("--settle_after", type=int, default=100, help="the server's beam pruning")
     p.add_argument("--test_csv", default=str(REPO / "data/espeak-en/test.csv"))
     p.add_argument("--limit", type=int, default=0, help="first N clips only")
     p.add_argument("--concurrency", default="10,20,30")

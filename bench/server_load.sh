@@ -8,7 +8,8 @@
 #   bench/server_load.sh MODEL [DATA_DIR] [MODEL_HALF_STEPS]     (unidirectional exports, e.g. .tflite)
 # Rows: bench/results/server_load.jsonl (appended), one JSON line per run, also on stdout.
 # SECONDS_PER_RUN (60), CAPACITY_SECONDS (30), CONCURRENCY ("10,20,30"), CHUNK_MS (160), SCORER (none),
-# CONNECTIONS (2000), BEAM_WIDTH (the model's), CUTOFF_PROB (0.999), OUT (the rows' file) override.
+# CONNECTIONS (2000), BEAM_WIDTH (the model's), CUTOFF_PROB (0.999), BEAM_THRESHOLD (15), SETTLE_AFTER (100),
+# OUT (the rows' file) override.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -20,7 +21,8 @@ export PYTHONPATH=$PWD/training:$PWD/native_client/python:$PWD/native_client/ctc
 mkdir -p bench/results
 common=(--test_csv "$data/test.csv" --chunk_ms "${CHUNK_MS:-160}" --server_core "${SERVER_CORE:-0}"
         --client_core "${CLIENT_CORE:-1}" --out "$out" ${SCORER:+--scorer "$SCORER"}
-        ${BEAM_WIDTH:+--beam_width "$BEAM_WIDTH"} ${CUTOFF_PROB:+--cutoff_prob "$CUTOFF_PROB"})
+        ${BEAM_WIDTH:+--beam_width "$BEAM_WIDTH"} ${CUTOFF_PROB:+--cutoff_prob "$CUTOFF_PROB"}
+        ${BEAM_THRESHOLD:+--beam_threshold "$BEAM_THRESHOLD"} ${SETTLE_AFTER:+--settle_after "$SETTLE_AFTER"})
 table_and_capacity() {
   "$PY" bench/server_load.py --model "$1" "${common[@]}" --max_batch 32,1 --seconds "${SECONDS_PER_RUN:-60}" \
     --concurrency "${CONCURRENCY:-10,20,30}"

@@ -163,6 +163,25 @@ def test_beam_threshold_drops_prefixes_far_below_the_best(word_scorer):
     assert len(answers[0.0]) == 64 and 1 <= len(answers[2.0]) < len(answers[10.0]) < 64
 
 
+def test_settle_after_makes_old_text_final(word_scorer):
+    """A long stream: without settling, an early alternative ('rat' for 'cat') is carried along to the
+    end; with settle_after, text more than 2 x settle_after labels before the end is shared by all."""
+    from ds_ctcdecoder import DecoderState
+
+    scorer = Scorer(None, None, str(word_scorer), ALPHABET)
+    text = " ".join(["the cat sat on the mat"] * 12)
+    probs = probs_for(text, confusion={4: ("r", 0.6)})
+    answers = {}
+    for settle_after in (0, 20):
+        state = DecoderState(ALPHABET, 32, scorer=scorer, settle_after=settle_after)
+        for start in range(0, len(probs), 16):
+            state.next(probs[start:start + 16])
+        answers[settle_after] = [r.transcript for r in state.decode(32)]
+    assert answers[0][0] == answers[20][0] == text
+    assert any(t.startswith("the rat") for t in answers[0])  # the early alternative is still in the beam
+    assert len(answers[20]) > 1 and all(t[:len(text) - 40] == text[:len(text) - 40] for t in answers[20])
+
+
 def test_hot_words_boost_a_word(word_scorer):
     scorer = Scorer(0.75, 0.0, str(word_scorer), ALPHABET)
     probs = probs_for("the cat sat", confusion={4: ("r", 0.9)})  # 'cat' slightly over 'rat'

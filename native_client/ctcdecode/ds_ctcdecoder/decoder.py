@@ -42,17 +42,21 @@ class DecoderState:
     """An incremental beam search over one stream: ``next(probs)`` adds frames, ``decode()`` gives the
     best transcripts so far (Mozilla's DecoderState; the client's streaming uses it).
     ``beam_threshold`` > 0 (not in Mozilla's): after each frame, prefixes more than this many nats below
-    the best leave the beam (flashlight's beam threshold); 0 keeps Mozilla's search."""
+    the best leave the beam (flashlight's beam threshold); ``settle_after`` > 0 (not in Mozilla's): once
+    the best prefix is twice this many labels past the last settled point, prefixes that do not share
+    its first (length - settle_after) labels leave the beam, so a long stream's older text is final and
+    the search's cost stays flat. 0 for both keeps Mozilla's search."""
 
     def __init__(self, alphabet: Alphabet, beam_size: int, cutoff_prob: float = 1.0, cutoff_top_n: int = 40,
-                 scorer: Scorer | None = None, hot_words: dict | None = None, beam_threshold: float = 0.0):
+                 scorer: Scorer | None = None, hot_words: dict | None = None, beam_threshold: float = 0.0,
+                 settle_after: int = 0):
         self.alphabet = alphabet
         hot = _usable_hot_words(scorer, hot_words or {})
         native = scorer.load() if scorer is not None else None
         alpha, beta = (scorer.alpha, scorer.beta) if scorer is not None else (0.0, 0.0)
         space = alphabet.EncodeSingle(" ") if alphabet.CanEncodeSingle(" ") else -1
         self._search = NativeSearch(len(alphabet), space, max(1, int(beam_size)), cutoff_prob, cutoff_top_n,
-                                    native, alpha, beta, hot, beam_threshold)
+                                    native, alpha, beta, hot, beam_threshold, settle_after)
         self.frames = 0
 
     def next(self, probs) -> None:

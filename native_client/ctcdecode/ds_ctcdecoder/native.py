@@ -22,6 +22,7 @@ _SIGNATURES = {
                             ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_float), _INT]),
     "ds2_search_next": (None, [_P, ctypes.POINTER(_DOUBLE), _INT, _INT]),
     "ds2_search_set_threshold": (None, [_P, _DOUBLE]),
+    "ds2_search_set_settle_after": (None, [_P, _INT]),
     "ds2_search_decode": (_P, [_P, _INT]),
     "ds2_search_free": (None, [_P]),
     "ds2_results_count": (_INT, [_P]),
@@ -84,7 +85,7 @@ class NativeSearch:
 
     def __init__(self, alphabet_size: int, space: int, beam_size: int, cutoff_prob: float, cutoff_top_n: int,
                  scorer: NativeScorer | None, alpha: float, beta: float, hot_words: dict[str, float],
-                 beam_threshold: float = 0.0):
+                 beam_threshold: float = 0.0, settle_after: int = 0):
         self._lib = library()
         self._scorer = scorer  # kept alive as long as the search uses it
         words = list(hot_words)
@@ -94,6 +95,8 @@ class NativeSearch:
                                                float(alpha), float(beta), _strings(words), boosts, len(words))
         if beam_threshold > 0:
             self._lib.ds2_search_set_threshold(self.handle, float(beam_threshold))
+        if settle_after > 0:
+            self._lib.ds2_search_set_settle_after(self.handle, int(settle_after))
         self.classes = alphabet_size + 1
 
     def next(self, probs: np.ndarray) -> None:

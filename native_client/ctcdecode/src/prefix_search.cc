@@ -111,6 +111,7 @@ struct Prefix {
   bool exists = true;
   float b_prev = -kInf, nb_prev = -kInf, b_cur = -kInf, nb_cur = -kInf, score = -kInf;
   int lexicon_state = -1;  // -1: no lexicon
+  int depth = 0;            // labels from the root
   int times = -1;           // last node of this prefix's label times
   int pending_times = -2;   // -2: none; else the parent's times to extend by pending_frame
   int pending_frame = 0;
@@ -173,11 +174,13 @@ class Search {
     if (scorer_) root_->lexicon_state = 0;
     prefixes_.push_back(root_.get());
     top_ = root_.get();
+    settled_ = root_.get();
   }
 
   void Next(const double* probs, int frames, int classes);
   std::vector<Result> Decode(size_t num_results) const;
   void SetThreshold(float threshold) { threshold_ = threshold > 0 ? threshold : kInf; }
+  void SetSettleAfter(int labels) { settle_after_ = std::max(0, labels); }
 
  private:
   Prefix* Extend(Prefix* prefix, int label);
@@ -185,6 +188,7 @@ class Search {
   std::vector<std::string> NGram(const Prefix* prefix) const;
   float WordScore(const Prefix* prefix, bool with_hot_words) const;
   void DropFarBehind();
+  void Settle();
   std::vector<std::pair<int, float>> Pruned(const double* prob, int classes) const;
 
   int blank_, space_;
@@ -201,6 +205,9 @@ class Search {
   int frame_ = 0;
   bool started_ = false;
   float threshold_ = kInf;  // none: Mozilla's search
+  int settle_after_ = 0;    // 0: never
+  const Prefix* settled_ = nullptr;  // every live prefix descends from it (the root until Settle)
+  std::vector<int> settled_tokens_;  // the labels from the root to settled_
 };
 
 std::vector<std::pair<int, float>> Search::Pruned(const double* prob, int classes) const {
@@ -249,6 +256,7 @@ Prefix* Search::Extend(Prefix* prefix, int label) {
   Prefix* child = new Prefix;
   child->label = label;
   child->parent = prefix;
+  child->depth = prefix->depth + 1;
   child->lexicon_state = state;
   prefix->children.emplace_back(label, child);
   return child;
@@ -379,7 +387,33 @@ void Search::Next(const double* probs, int frames, int classes) {
       prefixes_.resize(beam_);
     }
     if (threshold_ < kInf) DropFarBehind();
+    if (settle_after_ > 0) Settle();
   }
+}
+
+// Long streams: branches that parted long ago can stay within a few nats of each other and would be
+// extended side by side for ever. Once the best prefix is 2 x settle_after labels past the settled
+// point, everything up to settle_after labels before its end is settled: prefixes that do not go
+// through that point leave the beam (flashlight's prune with a look-back, counted in labels).
+void Search::Settle() {
+  Prefix* best = prefixes_.front();
+  for (Prefix* prefix : prefixes_) if (Better(prefix, best)) best = prefix;
+  if (best->depth - top_->depth <= 2 * settle_after_) return;
+  Prefix* anchor = best;
+  for (int i = 0; i < settle_after_; ++i) anchor = anchor->parent;
+  size_t kept = 0;
+  for (Prefix* prefix : prefixes_) {
+    const Prefix* node = prefix;
+    while (node->depth > anchor->depth) node = node->parent;
+    if (node == anchor) prefixes_[kept++] = prefix;
+    else prefix->Remove();
+  }
+  prefixes_.resize(kept);
+  std::vector<int> more;  // the labels newly settled, kept so that Decode need not walk them again
+  for (const Prefix* node = anchor; node != settled_; node = node->parent) more.push_back(node->label);
+  settled_tokens_.insert(settled_tokens_.end(), more.rbegin(), more.rend());
+  settled_ = anchor;
+  top_ = anchor;
 }
 
 void Search::DropFarBehind() {  // flashlight's beam threshold: prefixes this far below the best go
@@ -419,7 +453,8 @@ std::vector<Result> Search::Decode(size_t num_results) const {
   for (size_t i = 0; i < n; ++i) {
     Result result;
     result.confidence = scores.at(ranked[i]);
-    for (const Prefix* node = ranked[i]; node && node->label != -1; node = node->parent) result.tokens.push_back(node->label);
+    for (const Prefix* node = ranked[i]; node != settled_; node = node->parent) result.tokens.push_back(node->label);
+    result.tokens.insert(result.tokens.end(), settled_tokens_.rbegin(), settled_tokens_.rend());
     std::reverse(result.tokens.begin(), result.tokens.end());
     for (int node = ranked[i]->times; node >= 0; node = times_[node].parent) result.frames.push_back(times_[node].frame);
     std::reverse(result.frames.begin(), result.frames.end());
@@ -488,6 +523,9 @@ void* ds2_search_new(int alphabet_size, int space, int beam, double cutoff_prob,
 void ds2_search_set_threshold(void* search, double threshold) {
   static_cast<Search*>(search)->SetThreshold(static_cast<float>(threshold));
 }
+
+// Settle what lies more than `labels` labels before the best prefix's end (see Settle); 0: never.
+void ds2_search_set_settle_after(void* search, int labels) { static_cast<Search*>(search)->SetSettleAfter(labels); }
 
 void ds2_search_next(void* search, const double* probs, int frames, int classes) {
   static_cast<Search*>(search)->Next(probs, frames, classes);

@@ -48,15 +48,15 @@ class _Decoding:
     """What a decode uses, fixed when a stream is created (as Mozilla's decoder state)."""
 
     def __init__(self, acoustic: AcousticModel, beam_width: int, scorer, hot_words: dict,
-                 cutoff: tuple[float, int, float] = (CUTOFF_PROB, CUTOFF_TOP_N, 0.0)):
+                 cutoff: tuple[float, int, float, int] = (CUTOFF_PROB, CUTOFF_TOP_N, 0.0, 0)):
         self.acoustic, self.beam_width, self.scorer = acoustic, beam_width, scorer
         self.hot_words = dict(hot_words) if scorer is not None else {}
-        self.cutoff_prob, self.cutoff_top_n, self.beam_threshold = cutoff
+        self.cutoff_prob, self.cutoff_top_n, self.beam_threshold, self.settle_after = cutoff
 
     def state(self) -> DecoderState:
         """A beam search that takes frames as they come (Mozilla's decoder state of a stream)."""
         return DecoderState(self.acoustic.alphabet, max(1, int(self.beam_width)), self.cutoff_prob, self.cutoff_top_n,
-                            self.scorer, self.hot_words, self.beam_threshold)
+                            self.scorer, self.hot_words, self.beam_threshold, self.settle_after)
 
     def decode(self, probs, num_results: int) -> Metadata:
         if probs is None or len(probs) == 0:
@@ -99,7 +99,7 @@ class Model:
         self._beam_width = int(self._impl.metadata.get("beam_width") or 500)
         self._scorer = None
         self._hot_words: dict[str, float] = {}
-        self._cutoff = (CUTOFF_PROB, CUTOFF_TOP_N, 0.0)
+        self._cutoff = (CUTOFF_PROB, CUTOFF_TOP_N, 0.0, 0)
 
     # --- decoder settings
     def beamWidth(self) -> int:  # noqa: N802 (Mozilla's names)
@@ -110,16 +110,20 @@ class Model:
         self._beam_width = int(beam_width)
         return errors.ERR_OK
 
-    def setBeamPruning(self, cutoff_prob: float, cutoff_top_n: int, beam_threshold: float = 0.0) -> int:  # noqa: N802
+    def setBeamPruning(self, cutoff_prob: float, cutoff_top_n: int, beam_threshold: float = 0.0,  # noqa: N802
+                       settle_after: int = 0) -> int:
         """Not in Mozilla's API (its client always searches all labels, as the defaults 1.0 and 40):
         at each frame try only the most likely labels whose probabilities add up to ``cutoff_prob``,
         at most ``cutoff_top_n`` of them (the trainer's --cutoff_prob/--cutoff_top_n; Deep Speech 2's
         deployment used 0.99 and 40); ``beam_threshold`` > 0: drop prefixes more than this many nats
-        below the best after each frame (flashlight's; 0: none). Returns 0."""
-        if not 0.0 < float(cutoff_prob) <= 1.0 or int(cutoff_top_n) < 1 or float(beam_threshold) < 0:
-            raise ValueError(f"setBeamPruning: cutoff_prob must be in (0, 1], cutoff_top_n at least 1 and "
-                             f"beam_threshold not negative, got {cutoff_prob}, {cutoff_top_n} and {beam_threshold}")
-        self._cutoff = (float(cutoff_prob), int(cutoff_top_n), float(beam_threshold))
+        below the best after each frame (flashlight's; 0: none); ``settle_after`` > 0: text more than
+        this many labels before the best prefix's end becomes final (see ``DecoderState``). Returns 0."""
+        if not 0.0 < float(cutoff_prob) <= 1.0 or int(cutoff_top_n) < 1 or float(beam_threshold) < 0 \
+                or int(settle_after) < 0:
+            raise ValueError(f"setBeamPruning: cutoff_prob must be in (0, 1], cutoff_top_n at least 1, "
+                             f"beam_threshold and settle_after not negative, got {cutoff_prob}, {cutoff_top_n}, "
+                             f"{beam_threshold} and {settle_after}")
+        self._cutoff = (float(cutoff_prob), int(cutoff_top_n), float(beam_threshold), int(settle_after))
         return errors.ERR_OK
 
     def sampleRate(self) -> int:  # noqa: N802
