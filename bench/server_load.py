@@ -37,6 +37,7 @@ import asyncio
 import csv
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -132,10 +133,11 @@ class Stats:
 
 
 def retry_delay(response, default: float) -> float:
-    """What a polite client waits after a 503: the server's Retry-After seconds (RFC 9110), else
-    ``default``."""
+    """What a polite client waits after a 503: at least the server's Retry-After seconds (RFC 9110),
+    up to half as long again at random, so that clients refused together do not all come back on the
+    same tick (``default`` without the header)."""
     try:
-        return max(default, float(response.headers["Retry-After"]))
+        return max(default, float(response.headers["Retry-After"]) * random.uniform(1.0, 1.5))
     except (KeyError, ValueError):
         return default
 
