@@ -76,7 +76,7 @@ def read_clips(csv_path: str, limit: int = 0) -> list[tuple[str, np.ndarray, int
 
 def offline_transcripts(model_path: str, clips, **decoder) -> dict[str, str]:
     """Offline ``stt()`` of each clip with the server's decoder settings (``decoder``: ServerConfig's
-    scorer, beam_width, cutoff_prob, cutoff_top_n, beam_threshold; the server's defaults otherwise)."""
+    scorer, beam_width and the beam pruning; the server's defaults otherwise)."""
     from deepspeech.server import ServerConfig, configured_model
 
     model = configured_model(ServerConfig(model=model_path, **decoder))
@@ -388,14 +388,15 @@ def markdown(rows: list[dict]) -> str:
 
 
 def parse_args(argv=None):
+    from deepspeech.server import ServerConfig  # the decoder defaults are the server's
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True)
     p.add_argument("--scorer", default="")
     p.add_argument("--beam_width", type=int, default=0, help="the server's (0: the model's)")
-    p.add_argument("--cutoff_prob", type=float, default=0.999, help="the server's beam pruning")
-    p.add_argument("--cutoff_top_n", type=int, default=40, help="the server's beam pruning")
-    p.add_argument("--beam_threshold", type=float, default=15.0, help="the server's beam pruning")
-    p.add_argument("--settle_after", type=int, default=100, help="the server's beam pruning")
+    for name in ("cutoff_prob", "cutoff_top_n", "beam_threshold", "settle_after"):
+        default = getattr(ServerConfig, name)
+        p.add_argument(f"--{name}", type=type(default), default=default, help="the server's beam pruning")
     p.add_argument("--test_csv", default=str(REPO / "data/espeak-en/test.csv"))
     p.add_argument("--limit", type=int, default=0, help="first N clips only")
     p.add_argument("--concurrency", default="10,20,30")
