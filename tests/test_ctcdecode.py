@@ -472,3 +472,33 @@ def test_a_missing_decoder_library_is_one_clear_oserror(monkeypatch, tmp_path):
     monkeypatch.setenv("DS_CTCDECODE_LIBRARY", str(tmp_path / "nope.so"))
     with pytest.raises(OSError, match=r"nope.so is missing: build the decoder with `make install`"):
         ctc_beam_search_decoder(probs_for("the cat"), ALPHABET, 8)
+
+
+@pytest.mark.parametrize("settle_after", [0, 6])
+def test_transcript_is_the_best_decode_at_every_frame(word_scorer, settle_after):
+    """DecoderState.transcript() (the server's partials) == decode(1)[0].transcript after every chunk,
+    with the settled text kept between calls when settling; also for a UTF-8 (bytes) alphabet."""
+    from ds_ctcdecoder import DecoderState
+
+    scorer = Scorer(None, None, str(word_scorer), ALPHABET)
+    text = " ".join(["the cat sat on the mat", "a dog ate the rat"] * 4)
+    probs = probs_for(text, confusion={4: ("r", 0.6), 30: ("o", 0.5)})
+    state = DecoderState(ALPHABET, 16, scorer=scorer, settle_after=settle_after)
+    assert state.transcript() == "" == state.decode(1)[0].transcript
+    for start in range(0, len(probs), 3):
+        state.next(probs[start:start + 3])
+        assert state.transcript() == state.decode(1)[0].transcript
+    assert state.transcript() == text
+    assert (state._settled[0] > len(text) // 2) == bool(settle_after)  # kept, not walked again
+
+    utf8 = UTF8Alphabet()
+    word = "añob "
+    n = utf8.GetSize() + 1
+    rows = []
+    for byte in word.encode("utf-8"):
+        rows += [np.eye(n)[byte - 1] * 0.9 + 0.1 / n, np.eye(n)[-1] * 0.9 + 0.1 / n]
+    bytes_state = DecoderState(utf8, 8, settle_after=settle_after)
+    for row in rows:
+        bytes_state.next(np.array([row]))
+        assert bytes_state.transcript() == bytes_state.decode(1)[0].transcript
+    assert bytes_state.transcript() == word

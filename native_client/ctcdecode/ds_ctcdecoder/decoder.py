@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .alphabet import Alphabet
+from .alphabet import Alphabet, UTF8Alphabet
 from .native import NativeSearch
 from .scorer import Scorer
 
@@ -58,11 +58,26 @@ class DecoderState:
         self._search = NativeSearch(len(alphabet), space, max(1, int(beam_size)), cutoff_prob, cutoff_top_n,
                                     native, alpha, beta, hot, beam_threshold, settle_after)
         self.frames = 0
+        # (labels, their text): the settled start of the transcript, for transcript() (a character
+        # alphabet's text is the concatenation of its labels'; UTF-8 bytes are decoded whole)
+        self._settled = None if isinstance(alphabet, UTF8Alphabet) else (0, "")
 
     def next(self, probs) -> None:
         probs = _check_probs(probs, self.alphabet)
         self._search.next(probs)
         self.frames += len(probs)
+
+    def transcript(self) -> str:
+        """``decode(1)[0].transcript`` (not in Mozilla's), for partial results: with ``settle_after``
+        the settled text is kept between calls, so that a long stream's partial costs its unsettled
+        text only, not the whole transcript again."""
+        if self._settled is None:
+            return self.alphabet.decode(self._search.best()[2])
+        offset, text = self._settled
+        _, settled, tail = self._search.best(offset)
+        if settled > offset:
+            self._settled = (settled, text + self.alphabet.decode(tail[:settled - offset]))
+        return text + self.alphabet.decode(tail)
 
     def decode(self, num_results: int = 1) -> list[DecodeResult]:
         results = [DecodeResult(confidence, self.alphabet.decode(tokens), list(tokens), list(frames))

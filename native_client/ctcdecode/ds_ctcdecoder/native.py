@@ -24,6 +24,7 @@ _SIGNATURES = {
     "ds2_search_set_threshold": (None, [_P, _DOUBLE]),
     "ds2_search_set_settle_after": (None, [_P, _INT]),
     "ds2_search_decode": (_P, [_P, _INT]),
+    "ds2_search_best": (_INT, [_P, _INT, ctypes.POINTER(_INT), _INT, ctypes.POINTER(_INT)]),
     "ds2_search_free": (None, [_P]),
     "ds2_results_count": (_INT, [_P]),
     "ds2_result_confidence": (_DOUBLE, [_P, _INT]),
@@ -119,6 +120,17 @@ class NativeSearch:
             return out
         finally:
             lib.ds2_results_free(results)
+
+    def best(self, offset: int = 0) -> tuple[int, int, list[int]]:
+        """The best transcript (``decode(1)``'s) -> (its length in labels, how many of its first labels
+        are settled, its labels from ``offset`` on)."""
+        settled, capacity = _INT(), 256
+        while True:
+            tokens = (_INT * capacity)()
+            n = self._lib.ds2_search_best(self.handle, offset, tokens, capacity, ctypes.byref(settled))
+            if n - offset <= capacity:
+                return n, settled.value, tokens[:max(0, n - offset)]
+            capacity = n - offset
 
     def __del__(self):
         if getattr(self, "handle", None):

@@ -181,6 +181,7 @@ class Search {
   std::vector<Result> Decode(size_t num_results) const;
   void SetThreshold(float threshold) { threshold_ = threshold > 0 ? threshold : kInf; }
   void SetSettleAfter(int labels) { settle_after_ = std::max(0, labels); }
+  size_t Settled() const { return settled_tokens_.size(); }  // labels final in every live prefix
 
  private:
   Prefix* Extend(Prefix* prefix, int label);
@@ -533,6 +534,19 @@ void ds2_search_next(void* search, const double* probs, int frames, int classes)
 
 void* ds2_search_decode(void* search, int num_results) {
   return new std::vector<Result>(static_cast<Search*>(search)->Decode(static_cast<size_t>(std::max(1, num_results))));
+}
+
+// The best transcript's labels (Decode(1)'s) from `offset` on: at most `capacity` of them into `tokens`,
+// the number of settled labels (the same at the start of every prefix, see Settle) into `settled`;
+// returns the transcript's length. A partial result of a long stream need not copy its settled text.
+int ds2_search_best(void* search, int offset, int* tokens, int capacity, int* settled) {
+  const Search* s = static_cast<Search*>(search);
+  std::vector<Result> results = s->Decode(1);
+  *settled = static_cast<int>(s->Settled());
+  if (results.empty()) return 0;
+  const std::vector<int>& all = results[0].tokens;
+  for (int i = std::max(0, offset), j = 0; i < static_cast<int>(all.size()) && j < capacity; ++i, ++j) tokens[j] = all[i];
+  return static_cast<int>(all.size());
 }
 
 void ds2_search_free(void* search) { delete static_cast<Search*>(search); }

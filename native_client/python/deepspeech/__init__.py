@@ -235,7 +235,13 @@ class Stream:
         self._impl.feed(self._frames.feed(audio))
 
     def intermediateDecode(self) -> str:  # noqa: N802
-        return str(self.intermediateDecodeWithMetadata(1).transcripts[0])
+        if self._search is None:
+            return str(self.intermediateDecodeWithMetadata(1).transcripts[0])
+        self._check("decode")
+        probs = self._impl.current()
+        if probs is not None and len(probs) > self._search.frames:
+            self._search.next(probs[self._search.frames:])
+        return self._search.transcript()  # the text only: a long stream's settled text is not walked again
 
     def intermediateDecodeWithMetadata(self, num_results: int = 1) -> Metadata:  # noqa: N802
         self._check("decode")

@@ -141,7 +141,7 @@ class ProbabilityStream:
     def feed(self, frames: np.ndarray) -> None:
         raise NotImplementedError
 
-    def current(self) -> np.ndarray:
+    def current(self) -> np.ndarray | None:
         raise NotImplementedError
 
     def finish(self) -> np.ndarray:
@@ -175,20 +175,40 @@ class StepStream(ProbabilityStream):
     """Unidirectional model: the driver runs ``step`` as soon as enough frames have arrived."""
 
     def __init__(self, driver):
-        self._driver, self._probs = driver, []
+        self._driver, self._probs = driver, GrowingFrames()
 
     def feed(self, frames: np.ndarray) -> None:
         if len(frames):
-            self._append(_run(lambda: self._driver.feed(frames)))
+            self._probs.append(_run(lambda: self._driver.feed(frames)))
 
     def current(self) -> np.ndarray | None:
-        return np.concatenate(self._probs) if self._probs else None
+        return self._probs.view()
 
     def finish(self) -> np.ndarray | None:
-        self._append(_run(self._driver.finish))
+        self._probs.append(_run(self._driver.finish))
         return self.current()
 
-    def _append(self, probs) -> None:
-        probs = np.asarray(probs)
-        if probs.size:
-            self._probs.append(probs.reshape(-1, probs.shape[-1]))
+
+class GrowingFrames:
+    """Rows appended as they come; ``view()`` of all so far without copying them (the buffer doubles
+    when full), so that a long stream's ``current()`` does not cost its length each time."""
+
+    def __init__(self):
+        self._buffer, self._count = None, 0
+
+    def append(self, rows) -> None:
+        rows = np.asarray(rows)
+        if not rows.size:
+            return
+        rows = rows.reshape(-1, rows.shape[-1])
+        if self._buffer is None:
+            self._buffer = np.empty((max(64, len(rows)), rows.shape[1]), rows.dtype)
+        elif self._count + len(rows) > len(self._buffer):
+            grown = np.empty((max(2 * len(self._buffer), self._count + len(rows)), rows.shape[1]), self._buffer.dtype)
+            grown[:self._count] = self._buffer[:self._count]
+            self._buffer = grown
+        self._buffer[self._count:self._count + len(rows)] = rows
+        self._count += len(rows)
+
+    def view(self) -> np.ndarray | None:
+        return None if self._buffer is None else self._buffer[:self._count]

@@ -32,7 +32,7 @@ import numpy as np
 from ds_ctcdecoder import Alphabet, UTF8Alphabet
 from ds_ctcdecoder.alphabet import AlphabetError
 
-from .acoustic import AcousticModel, ProbabilityStream, _run
+from .acoustic import AcousticModel, GrowingFrames, ProbabilityStream, _run
 from .errors import (ERR_FAIL_INIT_MMAP, ERR_FAIL_INTERPRETER, ERR_FAIL_READ_PROTOBUF, ERR_INVALID_ALPHABET,
                      ERR_INVALID_SHAPE, ERR_MODEL_INCOMPATIBLE, DeepSpeechError)
 from .mfcc import MfccFeatures
@@ -378,7 +378,7 @@ class ContextBatches(ProbabilityStream):
         self.num_classes, self.state = num_classes, state
         self._buffer = np.zeros((n_context, n_features), np.float32)  # frames still to centre a window
         self._windows = np.zeros((0, 2 * n_context + 1, n_features), np.float32)
-        self._probs = []
+        self._probs = GrowingFrames()
 
     def feed(self, frames: np.ndarray) -> None:
         frames = np.asarray(frames, np.float32).reshape(-1, self._buffer.shape[1])
@@ -401,7 +401,7 @@ class ContextBatches(ProbabilityStream):
         self._probs.append(np.asarray(probs, np.float32).reshape(-1, self.num_classes))
 
     def current(self) -> np.ndarray | None:
-        return np.concatenate(self._probs) if self._probs else None
+        return self._probs.view()
 
     def finish(self) -> np.ndarray | None:
         self.feed(np.zeros((self.n_context, self._buffer.shape[1]), np.float32))
