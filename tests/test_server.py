@@ -352,3 +352,28 @@ def test_a_finished_stream_is_freed_without_the_cycle_collector(step_model):
         finally:
             gc.enable()
     assert alive == []
+
+
+def test_a_failing_search_ends_only_its_stream(step_model, monkeypatch):
+    """A stream whose beam search raises is closed with 1011 and the reason; the others go on."""
+    from deepspeech.dispatch import Recognition
+
+    path, clips, expected = step_model
+    decode = Recognition.decode_frames
+
+    def failing(self, probs):
+        if self.sample_rate == 8000:
+            raise RuntimeError("injected")
+        return decode(self, probs)
+
+    monkeypatch.setattr(Recognition, "decode_frames", failing)
+    with Running(model=path) as running:
+        with connect(running.url) as ws:
+            ws.send(json.dumps({"config": {"sample_rate": 8000}}))
+            ws.send(clips[2][::2].astype("<i2").tobytes())
+            with pytest.raises(websockets.ConnectionClosedError):
+                while True:
+                    ws.recv()
+            assert (ws.close_code, ws.close_reason) == (1011, "recognition failed on this stream (the server "
+                                                             "logs why)")
+        assert transcribe(running.url, clips[0], 1000)[1]["text"] == expected[0]

@@ -11,7 +11,9 @@ row a batch (its steps are sequential) and goes to the back of the queue.
 The beam search of each stream (``ds_ctcdecoder.DecoderState``) runs on a second thread, the decoder
 thread, advanced by the new output frames only; it answers each audio message with the partial
 transcript once that message's windows are decoded, and gives the final result after the end of
-the stream. Neither thread is the event loop's: results reach it through ``post``.
+the stream. Neither thread is the event loop's. The decoder's work is batched as the model's: one
+decoder job per model call (and one for the audio messages answered without a call), and the job's
+answers reach the event loop in one ``post`` (one wake-up of the loop, not one a message).
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ import numpy as np
 from .audio import from_int16, resample
 from .streaming import StreamingDriver
 
-EOF = object()  # the end-of-stream item of a Recognition's inbox
+EOF = object()  # the end-of-stream item of a Recognition's inbox, and the last message delivered
+FINAL = object()  # a decoder job's answer: the final result
 
 
 class NotStreamable(ValueError):
@@ -51,10 +54,10 @@ class Recognition:
     model worker owns ``frames``, ``driver`` and the resampler; the decoder thread owns ``search``."""
 
     def __init__(self, stream_id: int, acoustic, decoding, sample_rate: int, words: bool,
-                 max_alternatives: int, post):
+                 max_alternatives: int, deliver):
         self.id, self.sample_rate, self.words = stream_id, sample_rate, words
         self.max_alternatives = max_alternatives
-        self.post = post  # post(message): thread-safe, to the event loop
+        self.deliver = deliver  # deliver(message), on the event loop: the stream's answers, EOF last
         self._acoustic, self._decoding = acoustic, decoding
         self.inbox: list = []  # PCM bytes and EOF, guarded by the dispatcher's lock
         self.frames = acoustic.frame_stream()
@@ -66,6 +69,7 @@ class Recognition:
         self.resampled_out = 0  # samples at the model's rate
         self.closed = False  # EOF taken from the inbox
         self.owed = 0  # audio messages taken but not answered yet
+        self.queued = False  # in the dispatcher's ready queue
         self.dropped = False
         self.steps = 0
         self.eof_time: float | None = None
@@ -102,22 +106,19 @@ class Recognition:
 
     # --- decoder thread
     def decode_frames(self, probs: np.ndarray) -> None:
-        if len(probs) and not self.dropped:
+        if len(probs):
             self.search.next(probs)
             if self.words:
                 self.token_probs.extend(probs)
 
-    def answer_partials(self, count: int) -> None:
-        if self.dropped:
-            return
+    def partials(self, count: int) -> list:
+        """The partial result ``count`` times (once per audio message answered)."""
         if self._partial[0] != self.search.frames:  # new frames since the last partial
-            self._partial = (self.search.frames, str(self._decoding.metadata(self.search, 1).transcripts[0]))
-        for _ in range(count):
-            self.post({"partial": self._partial[1]})
+            self._partial = (self.search.frames, self.search.transcript())  # settled text not walked again
+        return [{"partial": self._partial[1]}] * count
 
-    def answer_final(self) -> None:
-        if self.dropped:
-            return
+    def final(self) -> list:
+        """The final result, then EOF."""
         metadata = self._decoding.metadata(self.search, max(1, self.max_alternatives))
         if self.max_alternatives > 0:
             message = {"alternatives": [self._result(c, "confidence") for c in metadata.transcripts]}
@@ -125,8 +126,7 @@ class Recognition:
             message = self._result(metadata.transcripts[0], None)
         if self.eof_time is not None:
             self.final_latency = time.monotonic() - self.eof_time
-        self.post(message)
-        self.post(EOF)
+        return [message, EOF]
 
     def _result(self, candidate, confidence_key: str | None) -> dict:
         out = {"text": str(candidate)}
@@ -166,14 +166,16 @@ def _confidence(tokens, frame_probs, alphabet) -> float:
 
 
 class Dispatcher:
-    """The model worker thread and the decoder thread (see the module docstring)."""
+    """The model worker thread and the decoder thread (see the module docstring). ``post(answers)``,
+    thread-safe, hands a list of (recognition, message) to the event loop, which delivers them in order;
+    ``on_error(recognition)`` is called (on either thread) for a stream whose model step or search failed."""
 
-    def __init__(self, runtime, max_batch: int, on_error=None):
+    def __init__(self, runtime, max_batch: int, post, on_error=None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.runtime, self.max_batch = runtime, max_batch
         self._batched = runtime.batched
-        self._on_error = on_error
+        self._post, self._on_error = post, on_error
         self._cond = threading.Condition()
         self._dirty: dict[int, Recognition] = {}  # streams with new inbox items
         self._ready: collections.deque[Recognition] = collections.deque()  # streams with a step to run
@@ -220,8 +222,8 @@ class Dispatcher:
     # --- model worker
     def _run(self) -> None:
         while self._wait():
-            self._take_inboxes()
-            self._run_batch()
+            self._to_decoder(self._take_inboxes())
+            self._to_decoder(self._run_batch())
 
     def _wait(self) -> bool:
         """Until there is work -> False once stopping with nothing left."""
@@ -230,59 +232,87 @@ class Dispatcher:
                 self._cond.wait()
             return not (self._stopping and not self._dirty and not self._ready)
 
-    def _take_inboxes(self) -> None:
-        """Every stream's new inbox items (its own locals: no stream outlives its call here)."""
+    def _take_inboxes(self) -> list:
+        """Every stream's new inbox items (its own locals: no stream outlives its call here) -> the
+        decoder's work for the streams that have no step to wait for."""
         with self._cond:
             dirty, self._dirty = list(self._dirty.values()), {}
             taken = [(r, r.inbox[:]) for r in dirty]
             for r in dirty:
                 r.inbox.clear()
+        work: list = []
         for recognition, items in taken:
-            self._take(recognition, items)
+            try:
+                for item in items:
+                    recognition.take(item)
+            except Exception as err:  # noqa: BLE001 (a failure of one stream ends that stream only)
+                self._fail([recognition], err)
+                continue
+            if not recognition.queued:
+                self._queue_or_settle(recognition, None, work)
+        return work
 
-    def _take(self, recognition: Recognition, items) -> None:
-        queued = recognition in self._ready
-        try:
-            for item in items:
-                recognition.take(item)
-        except Exception as err:  # noqa: BLE001 (a failure of one stream ends that stream only)
-            self._fail([recognition], err)
-            return
-        if not queued:
-            self._queue_or_settle(recognition)
-
-    def _queue_or_settle(self, recognition: Recognition) -> None:
+    def _queue_or_settle(self, recognition: Recognition, frames, work: list) -> None:
+        """Queue the stream for its next step, or give the decoder what it owes: (recognition, new
+        output frames or None, FINAL / the number of partials / None) into ``work``."""
         if recognition.dropped:
             return
+        answer = None
         if recognition.driver.pending() is not None:
+            recognition.queued = True
             self._ready.append(recognition)
         elif recognition.closed:
-            self._decoder.submit(recognition.answer_final)
+            answer = FINAL
         elif recognition.owed:
-            count, recognition.owed = recognition.owed, 0
-            self._decoder.submit(recognition.answer_partials, count)
+            answer, recognition.owed = recognition.owed, 0
+        if answer is not None or (frames is not None and len(frames)):
+            work.append((recognition, frames, answer))
 
-    def _run_batch(self) -> None:
+    def _run_batch(self) -> list:
+        """One model call for the ready streams (at most max_batch) -> the decoder's work."""
         batch = []
         while self._ready and len(batch) < self.max_batch:
             recognition = self._ready.popleft()
+            recognition.queued = False
             if not recognition.dropped:
                 batch.append(recognition)
         if not batch:
-            return
+            return []
         inputs = [r.driver.pending() for r in batch]
         try:
             probs, states = self._step(inputs, [r.driver.state for r in batch])
         except Exception as err:  # noqa: BLE001
             self._fail(batch, err)
-            return
+            return []
         self.batch_sizes[len(batch)] += 1
+        work: list = []
         for i, recognition in enumerate(batch):
             recognition.steps += 1
-            frames = recognition.driver.advance(probs[i], states[i])
-            if len(frames):
-                self._decoder.submit(recognition.decode_frames, frames)
-            self._queue_or_settle(recognition)
+            self._queue_or_settle(recognition, recognition.driver.advance(probs[i], states[i]), work)
+        return work
+
+    def _to_decoder(self, work: list) -> None:
+        if work:
+            self._decoder.submit(self._decode, work)
+
+    # --- decoder thread
+    def _decode(self, work: list) -> None:
+        """One job: each stream's new frames into its search, then its answers; all answers in one post."""
+        answers = []
+        for recognition, frames, answer in work:
+            if recognition.dropped:
+                continue
+            try:
+                if frames is not None:
+                    recognition.decode_frames(frames)
+                if answer is FINAL:
+                    answers.extend((recognition, m) for m in recognition.final())
+                elif answer:
+                    answers.extend((recognition, m) for m in recognition.partials(answer))
+            except Exception as err:  # noqa: BLE001
+                self._fail([recognition], err)
+        if answers:
+            self._post(answers)
 
     def _step(self, inputs, states):
         features = np.stack([window for window, _, _ in inputs])

@@ -153,6 +153,11 @@ def _discard(message) -> None:
     """What a finished stream's late results go to."""
 
 
+def _deliver(answers) -> None:
+    for recognition, message in answers:
+        recognition.deliver(message)
+
+
 class Server:
     """The model, its dispatcher and the WebSocket server. ``run()`` serves until SIGTERM/SIGINT."""
 
@@ -160,7 +165,7 @@ class Server:
         self.config = config
         self.model = configured_model(config)
         self.acoustic, runtime = streaming_parts(self.model, config.model)
-        self.dispatcher = Dispatcher(runtime, config.max_batch, on_error=self._model_failed)
+        self.dispatcher = Dispatcher(runtime, config.max_batch, self._post, on_error=self._failed)
         self._ids = itertools.count(1)
         self._admitted = 0
         self._sessions: dict[int, tuple[Recognition, asyncio.Task]] = {}
@@ -197,12 +202,9 @@ class Server:
                 self.dispatcher.drop(recognition)
                 loop.create_task(websocket.close(POLICY, "the client does not read its results"))
 
-        def post(message):
-            loop.call_soon_threadsafe(deliver, message)
-
         stream_id, started = next(self._ids), time.monotonic()
         recognition = Recognition(stream_id, self.acoustic, self.model._decoding(), self.acoustic.sample_rate,
-                                  True, 0, post)
+                                  True, 0, deliver)
         receiver = asyncio.current_task()
         self._sessions[stream_id] = (recognition, receiver)
         sender = loop.create_task(self._send(websocket, outbox))
@@ -225,16 +227,17 @@ class Server:
         finally:
             self._sessions.pop(stream_id, None)
             self._log(recognition, websocket, started, status)
-            # the stream's post -> deliver -> recognition cycle would keep its native beam search
+            # the stream's deliver -> recognition cycle would keep its native beam search
             # alive until a full garbage collection (RSS grew ~6 kB a stream): cut it
-            recognition.post = _discard
+            recognition.deliver = _discard
 
     async def _receive(self, websocket, recognition: Recognition) -> None:
         """Until eof; raises Fault for a broken protocol."""
         config, audio_seen, samples = self.config, False, 0
         while True:
             try:
-                message = await asyncio.wait_for(websocket.recv(), config.idle_timeout)
+                async with asyncio.timeout(config.idle_timeout):  # no task a message, as wait_for makes
+                    message = await websocket.recv()
             except TimeoutError:
                 raise Fault(POLICY, f"idle for {config.idle_timeout:g} s") from None
             if isinstance(message, bytes):
@@ -281,9 +284,13 @@ class Server:
                 return f"closed {message.code}: {message.reason}"
             await websocket.send(json.dumps(message))
 
-    def _model_failed(self, recognition: Recognition) -> None:
-        """Called on the model worker: the stream's step failed."""
-        recognition.post(Fault(1011, "the model failed on this stream"))
+    def _post(self, answers) -> None:
+        """From the dispatcher's threads: [(recognition, message), ...] delivered on the loop, in order."""
+        self._loop.call_soon_threadsafe(_deliver, answers)
+
+    def _failed(self, recognition: Recognition) -> None:
+        """From the dispatcher's threads: the stream's model step or beam search failed."""
+        self._post([(recognition, Fault(1011, "recognition failed on this stream (the server logs why)"))])
 
     def _log(self, recognition: Recognition, websocket, started: float, status: str) -> None:
         peer = websocket.remote_address[0] if websocket.remote_address else "?"
