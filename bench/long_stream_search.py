@@ -1,8 +1,10 @@
 """The streaming beam search along one long stream (issue 17: the server keeps a stream up to
 ``--max_stream_seconds``): the model's outputs on the held-out clips, one after another, fed 16 frames
-at a time with a partial every other step (as the server does), against the same clips decoded one by
-one from a fresh search. Prints, minute by minute, the search's CPU time per second of audio and the
-characters the transcript gained (a search that ended at -infinity gains none), and one JSON row.
+at a time with a partial every other step (as the server does: ``DecoderState.transcript()``), against
+the same clips decoded one by one from a fresh search. Prints, minute by minute, the search's CPU time
+per second of audio and the characters the transcript gained (a search that ended at -infinity gains
+none), the cost of one partial at the end of the long stream (the server's ``transcript()`` against the
+whole Metadata the server built before), and one JSON row.
 
   .venv/bin/python bench/long_stream_search.py --model runs/uni-server/export/output_graph.tflite \\
       --scorer runs/demo/kenlm.scorer --minutes 10
@@ -52,7 +54,7 @@ def search(parts, new_search, fresh_each_clip: bool):
         for i, start in enumerate(range(0, len(probs), CHUNK)):
             state.next(probs[start:start + CHUNK])
             if i % 2 == 0:
-                state.decode(1)
+                state.transcript()
         text = state.decode(1)[0].transcript
         spent += time.process_time() - began
         texts.append(text)
@@ -62,7 +64,19 @@ def search(parts, new_search, fresh_each_clip: bool):
             cost.append(round(1000 * spent / 60, 2))
             gained.append(chars - chars_before)
             spent, chars_before = 0.0, chars
-    return cost, gained, " ".join(texts) if fresh_each_clip else texts[-1]
+    return cost, gained, " ".join(texts) if fresh_each_clip else texts[-1], state
+
+
+def partial_cost(state, model, repeats: int = 50) -> dict:
+    """ms of one partial at the end of the stream: transcript() (the server's now) and the whole Metadata."""
+    out = {"characters": len(state.transcript())}
+    for name, partial in (("transcript_ms", state.transcript),
+                          ("metadata_ms", lambda: str(model._decoding().metadata(state, 1).transcripts[0]))):
+        began = time.perf_counter()
+        for _ in range(repeats):
+            partial()
+        out[name] = round(1000 * (time.perf_counter() - began) / repeats, 3)
+    return out
 
 
 def main(argv=None) -> int:
@@ -92,10 +106,13 @@ def main(argv=None) -> int:
            "settle_after": args.settle_after, "minutes": args.minutes,
            "clips": len(parts)}
     for name, fresh in (("one_stream", False), ("clip_by_clip", True)):
-        cost, gained, text = search(parts, new_search, fresh)
+        cost, gained, text, state = search(parts, new_search, fresh)
         wer = round(jiwer.wer(" ".join(ref for _, _, ref in parts), " ".join(text.split())), 4)
         row[name] = {"search_ms_per_audio_s": cost, "chars_gained": gained, "wer": wer}
         print(f"{name}: search ms per s of audio, minute by minute {cost}; characters gained {gained}; WER {wer}")
+        if not fresh:
+            row[name]["partial_at_end"] = partial_cost(state, model)
+            print(f"one partial at the end of the stream: {row[name]['partial_at_end']}")
     print(json.dumps(row))
     if args.out:
         with open(args.out, "a", encoding="utf-8") as f:

@@ -315,7 +315,8 @@ def measure(args, clips, expected, max_batch: int, concurrency: int, searching: 
         cpu, wall = cpu_seconds(server.proc.pid) - cpu0, time.perf_counter() - t0
     finally:
         server_stats = server.stop()
-    row = {"model": os.path.basename(args.model), "max_batch": max_batch, "concurrency": concurrency,
+    row = {"model": os.path.basename(args.model), "model_path": args.model, "max_batch": max_batch,
+           "concurrency": concurrency,
            "chunk_ms": args.chunk_ms,
            "n_steps": args.geometry[2], **decoder_options(args), **report(stats, expected), "batch_sizes": server_stats["batch_sizes"],
            "server_cpu_s": round(cpu, 2), "wall_s": round(wall, 2), "server_cpu_share": round(cpu / wall, 3)}
@@ -374,13 +375,15 @@ def markdown(rows: list[dict]) -> str:
         server = "unbatched" if r["max_batch"] == 1 else f"Batch Dispatch ({r['max_batch']})"
         extra = f", {r['rejected']} refused (503)" if r.get("rejected") else ""
         step, final = r["step_latency_ms"], r["final_ms"]
-        lines.append(f"| {r.get('model', '')} | {r['n_steps']} | {server} | {r['concurrency']}{extra} | "
+        model = r.get("model_path", r.get("model", ""))
+        lines.append(f"| {model} | {r['n_steps']} | {server} | {r['concurrency']}{extra} | "
                      f"{step.get('p50')} / {step.get('p98')} | {r['first_partial_ms'].get('p50')} | "
                      f"{final.get('p50')} / {final.get('p98')} | {mean:.2f} | {100 * r['server_cpu_share']:.0f}% | "
                      f"{r['clips'] - r['mismatches']}/{r['clips']} |")
     for r in rows:
         if "capacity" in r:
-            lines.append(f"\nCapacity ({r.get('model', '')}, max_batch {r['max_batch']}): {r['capacity']} streams")
+            model = r.get("model_path", r.get("model", ""))
+            lines.append(f"\nCapacity ({model}, max_batch {r['max_batch']}): {r['capacity']} streams")
         if "connections" in r:
             lines.append(f"\nRSS over {r['connections']} connections (MiB): " +
                          ", ".join(f"{n}: {m}" for n, m in r["rss_mib"][::4] + r["rss_mib"][-1:]))
@@ -462,7 +465,7 @@ def run_all(args, clips, expected) -> None:
             if args.connections:
                 emit(memory(args, clips, expected, max_batch))
             elif args.capacity:
-                emit({"model": os.path.basename(args.model), "max_batch": max_batch,
+                emit({"model": os.path.basename(args.model), "model_path": args.model, "max_batch": max_batch,
                       "capacity": capacity(args, clips, expected, max_batch, emit)})
             else:
                 for c in (int(c) for c in args.concurrency.split(",")):

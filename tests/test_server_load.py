@@ -105,7 +105,7 @@ def test_capacity_search(exports, clips_csv, tmp_path, p98_ms, found):  # noqa: 
                              "--capacity", "--capacity_start", "1", "--capacity_max", "2", "--p98_ms",
                              str(p98_ms), "--no_check", "--out", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert rows[-1] == {"model": "output_graph.tflite", "max_batch": 4, "capacity": found}
+    assert rows[-1] == {"model": "output_graph.tflite", "model_path": path, "max_batch": 4, "capacity": found}
     tried = [r["concurrency"] for r in rows[:-1]]
     assert tried == ([1, 2] if found else [1])
     assert all(r["ok"] == bool(found) and r["mismatches"] == 0 for r in rows[:-1])
