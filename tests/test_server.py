@@ -225,6 +225,17 @@ def test_503_beyond_max_streams(step_model):
             connect(running.url)
         assert refused.value.response.status_code == 503
         assert refused.value.response.headers["Retry-After"] == "1"  # seconds (--retry_after)
+        import socket
+        with socket.create_connection(("127.0.0.1", running.port)) as raw:  # the head in two pieces
+            raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(0.1)
+            raw.sendall(b"Upgrade: websocket\r\n\r\n")
+            answer = b""
+            while chunk := raw.recv(4096):  # until the server closes
+                answer += chunk
+        head, body = answer.split(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in head.split(b"\r\n")
+        assert body == b"too many streams, try later\n"
         first.close()
         second.send(step_model[1][1].astype("<i2").tobytes())
         assert "partial" in json.loads(second.recv())
