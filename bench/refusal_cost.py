@@ -8,24 +8,15 @@ server's CPU time (utime + stime from /proc) per refusal and the client's wall t
 """
 import asyncio
 import os
-import subprocess
 import sys
 import time
 
+from server_load import ServerProcess, cpu_seconds
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-PORT = 2799
 
-
-def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def refusals(pid: int, count: int) -> None:
-    url = f"ws://127.0.0.1:{PORT}"
-
+async def refusals(url: str, pid: int, count: int) -> None:
     async def hold():
         async with connect(url):
             await asyncio.sleep(3600)
@@ -50,15 +41,11 @@ def main(argv) -> int:
         return 2
     count = int(argv[1]) if len(argv) > 1 else 500
     os.sched_setaffinity(0, {1})
-    server = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "deepspeech.server", "--model", argv[0],
-                               "--port", str(PORT), "--max_streams", "1"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    server = ServerProcess(argv[0], 32, core=0, max_streams=1)
     try:
-        server.stdout.readline()  # "listening on port ..."
-        asyncio.run(refusals(server.pid, count))
+        asyncio.run(refusals(server.url, server.proc.pid, count))
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
     return 0
 
 
