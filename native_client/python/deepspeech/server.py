@@ -202,6 +202,7 @@ class Server:
         self._ids = itertools.count(1)
         self._admitted = 0  # connections accepted and not closed yet
         self._refusal = refusal_response(config.retry_after)
+        self._websocket_connection = None  # websockets' ServerConnection class, imported by serve()
         self._sessions: dict[int, tuple[Recognition, asyncio.Task]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Future | None = None
@@ -217,12 +218,10 @@ class Server:
         ServerConnection within --max_streams, a ``Refusal`` beyond: refusals must stay cheap on the loop
         that sends the admitted streams' partials (0.16-0.25 ms of CPU a refusal, 0.33 through websockets'
         handshake and process_request: bench/refusal_cost.py)."""
-        from websockets.asyncio.server import ServerConnection
-
         if self._admitted >= self.config.max_streams:
             return Refusal(self._refusal)
         self._admitted += 1
-        connection = ServerConnection(protocol, server, **options)
+        connection = self._websocket_connection(protocol, server, **options)
         asyncio.get_running_loop().create_task(self._release(connection))
         return connection
 
@@ -346,7 +345,9 @@ class Server:
     async def serve(self, ready=None, handle_signals: bool = True) -> None:
         """Serve until SIGTERM/SIGINT (``handle_signals``, main thread only) or ``shutdown()``;
         ``ready(port)`` is called once listening."""
-        from websockets.asyncio.server import serve
+        from websockets.asyncio.server import ServerConnection, serve
+
+        self._websocket_connection = ServerConnection
 
         loop = self._loop = asyncio.get_running_loop()
         stop = self._stop = loop.create_future()
