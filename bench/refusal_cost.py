@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from server_load import ServerProcess, cpu_seconds
+from server_load import LoadError, ServerProcess, cpu_seconds
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -41,7 +41,11 @@ def main(argv) -> int:
         return 2
     count = int(argv[1]) if len(argv) > 1 else 500
     os.sched_setaffinity(0, {1})
-    server = ServerProcess(argv[0], 32, core=0, max_streams=1)
+    try:
+        server = ServerProcess(argv[0], 32, core=0, max_streams=1)
+    except LoadError as err:
+        print(f"refusal_cost.py: {err}", file=sys.stderr)
+        return 1
     try:
         asyncio.run(refusals(server.url, server.proc.pid, count))
     finally:

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from deepspeech.runtime import load_runtime
+from deepspeech.runtime import ModelLoadError, load_runtime
 
 
 def main(paths) -> int:
@@ -20,8 +20,15 @@ def main(paths) -> int:
         return 2
     rng = np.random.default_rng(0)
     for path in paths:
-        runtime = load_runtime(path)
-        streaming = runtime.metadata["streaming"]
+        try:
+            runtime = load_runtime(path)
+        except ModelLoadError as err:
+            print(f"step_batch.py: {err}", file=sys.stderr)
+            return 1
+        streaming = runtime.metadata.get("streaming")
+        if streaming is None:
+            print(f"step_batch.py: {path}: not a streaming ('step') export", file=sys.stderr)
+            return 1
         for batch in (1, 2, 4, 8, 16, 32):
             features = rng.standard_normal((batch, streaming["window_frames"], streaming["n_features"]), np.float32)
             state = np.zeros([batch, streaming["state_size"]], np.float32)
