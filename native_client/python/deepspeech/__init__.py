@@ -221,9 +221,13 @@ class Stream:
     def _decode(self, probs, num_results: int) -> Metadata:
         if self._search is None:
             return self._decoding.decode(probs, num_results)
+        self._catch_up(probs)
+        return self._decoding.metadata(self._search, num_results)
+
+    def _catch_up(self, probs) -> None:
+        """The incremental search takes the output frames it has not seen yet."""
         if probs is not None and len(probs) > self._search.frames:
             self._search.next(probs[self._search.frames:])
-        return self._decoding.metadata(self._search, num_results)
 
     def _check(self, action: str) -> None:
         if self._impl is None:
@@ -238,9 +242,7 @@ class Stream:
         if self._search is None:
             return str(self.intermediateDecodeWithMetadata(1).transcripts[0])
         self._check("decode")
-        probs = self._impl.current()
-        if probs is not None and len(probs) > self._search.frames:
-            self._search.next(probs[self._search.frames:])
+        self._catch_up(self._impl.current())
         return self._search.transcript()  # the text only: a long stream's settled text is not walked again
 
     def intermediateDecodeWithMetadata(self, num_results: int = 1) -> Metadata:  # noqa: N802

@@ -171,11 +171,13 @@ class Refusal(asyncio.Protocol):
         self._timer = asyncio.get_running_loop().call_later(10.0, transport.abort)
 
     def data_received(self, data: bytes) -> None:
+        if self._head is None:  # answered already
+            return
         self._head += data
         if b"\r\n\r\n" in self._head or len(self._head) > 16384:
+            self._head = None
             self._transport.write(self._response)
             self._transport.close()
-            self._head = b""
 
     def connection_lost(self, exc) -> None:
         if self._timer is not None:
